@@ -1,0 +1,229 @@
+"""The ``mapreduce-llm`` command line. Commands parse arguments, call the library and print; nothing more."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mapreduce_llm.config import JobSpec, build_spec, job_spec_json_schema, load_spec
+from mapreduce_llm.errors import DocumentError, MapReduceError
+from mapreduce_llm.logs import configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def job_options(func: F) -> F:
+    """Options shared by ``run`` and ``plan``: a spec file and/or flags that override it."""
+    options = [
+        click.argument("spec", required=False, type=click.Path(path_type=Path, dir_okay=False)),
+        click.option("--input", "-i", "input_", type=click.Path(path_type=Path),
+                     help="JSONL file, folder of .txt/.md files, or one text file."),
+        click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False),
+                     help="Folder for results.jsonl and summary.json."),
+        click.option("--prompt", "-p", help="Prompt reference: TASK or TASK@VERSION (default: summarize)."),
+        click.option("--job-id", help="Job id for logs and the summary (default: the output folder's name)."),
+        click.option("--max-model-len", type=int, help="Context window of the served model, in tokens."),
+        click.option("--max-chunk-tokens", type=int, help="Cap chunk size below the budget."),
+        click.option("--replicas", type=int, help="Number of vLLM engine actors."),
+        click.option("--model", help="Model folder to serve (default: the embedded SmolLM2-135M-Instruct)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _spec_from(
+    spec: Path | None,
+    input_: Path | None,
+    output: Path | None,
+    prompt: str | None,
+    job_id: str | None,
+    max_model_len: int | None,
+    max_chunk_tokens: int | None,
+    replicas: int | None,
+    model: str | None,
+    *,
+    need_output: bool,
+) -> JobSpec:
+    top: dict[str, Any] = {k: v for k, v in {"input": input_, "output": output, "prompt": prompt,
+                                              "job_id": job_id}.items() if v is not None}
+    engine = {k: v for k, v in {"max_model_len": max_model_len, "replicas": replicas, "model": model}.items()
+              if v is not None}
+    chunking = {"max_chunk_tokens": max_chunk_tokens} if max_chunk_tokens is not None else {}
+    if spec is not None:
+        base = load_spec(spec, {k: str(v) if isinstance(v, Path) else v for k, v in top.items()})
+        data = base.model_dump()
+        data["engine"].update(engine)
+        data["chunking"].update(chunking)
+        return build_spec(data, source=str(spec))
+    if input_ is None:
+        raise click.UsageError("give a job spec file, or --input (and --output)")
+    if output is None:
+        if need_output:
+            raise click.UsageError("--output is required without a job spec file")
+        top["output"] = Path("mapreduce-output")
+    return build_spec({**top, "engine": engine, "chunking": chunking})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe log level shown.")
+@click.option("--json-logs/--console-logs", default=None,
+              help="Log format (default: console on a terminal, JSON lines otherwise).")
+@click.version_option(package_name="mapreduce-llm")
+def cli(log_level: str, json_logs: bool | None) -> None:
+    """Map-reduce over documents far longer than an LLM's context window.
+
+    Documents are cut into chunks that fit the served model's context, a map prompt runs over every
+    chunk on vLLM engines hosted in Ray, and the partial outputs are reduced by the LLM, level by level
+    when they do not fit one call. Without a configured model, the embedded SmolLM2-135M-Instruct runs
+    on the CPU.
+
+    \b
+    Examples:
+      mapreduce-llm run --input docs/ --output out/
+      mapreduce-llm run --input questions.jsonl --output out/ --prompt qa
+      mapreduce-llm run job.yaml
+      mapreduce-llm plan --input docs/ --max-model-len 4096
+    """
+    configure_logging(log_level, json_logs)
+
+
+@cli.command()
+@job_options
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def run(progress: bool | None, **kwargs: Any) -> None:
+    """Run a job: chunk, map, reduce, write DIR/results.jsonl and DIR/summary.json.
+
+    SPEC is an optional YAML job spec (see `mapreduce-llm schema`); flags override its fields.
+    """
+    from tqdm import tqdm
+
+    from mapreduce_llm.documents import count_inputs
+    from mapreduce_llm.runner import run_job
+
+    spec = _spec_from(**kwargs, need_output=True)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=count_inputs(spec.input), unit="doc", desc="documents", disable=not show, file=sys.stderr)
+    errors = 0
+
+    def on_result(result: Any) -> None:
+        nonlocal errors
+        errors += result.status == "error"
+        bar.set_postfix(errors=errors, refresh=False)
+        bar.update(1)
+
+    try:
+        summary = run_job(spec, on_result)
+    finally:
+        bar.close()
+    click.echo(
+        f"{summary.ok} ok, {summary.errors} errors of {summary.documents} documents in {summary.seconds:.1f} s "
+        f"({summary.chunks} chunks, {sum(summary.requests.values())} engine requests, "
+        f"up to {summary.max_levels} reduce levels)"
+    )
+    for code, count in sorted(summary.errors_by_code.items()):
+        click.echo(f"  {count} × {code}")
+    click.echo(f"results: {spec.output / 'results.jsonl'}")
+    click.echo(f"summary: {spec.output / 'summary.json'}")
+
+
+@cli.command()
+@job_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per document instead of a table.")
+def plan(as_json: bool, **kwargs: Any) -> None:
+    """Show the chunks, requests and token counts of a job, without starting an engine."""
+    from mapreduce_llm.runner import plan_job
+
+    spec = _spec_from(**kwargs, need_output=False)
+    prompt, plans = plan_job(spec)
+    if not as_json:
+        click.echo(f"prompt {prompt.ref}, max_model_len {spec.engine.max_model_len}, "
+                   f"reserved output {spec.sampling.reserved_output_tokens or prompt.file.reserved_output_tokens}")
+        click.echo(f"{'document':40} {'tokens':>8} {'budget':>7} {'chunks':>6} {'max prompt':>10}  note")
+    for item in plans:
+        if isinstance(item, DocumentError):
+            if as_json:
+                click.echo(json.dumps({"id": item.document_id, "status": "error", "code": item.code,
+                                       "error": str(item)}))
+            else:
+                click.echo(f"{item.document_id[:40]:40} {'-':>8} {'-':>7} {'-':>6} {'-':>10}  error {item.code}: {item}")
+            continue
+        tokens = sum(c.n_tokens for c in item.chunks)
+        prompts = item.map_prompt_tokens
+        row = {
+            "id": item.document.id,
+            "status": "ok",
+            "tokens": tokens,
+            "chunk_budget": item.chunk_budget,
+            "chunks": [{"id": c.id, "start": c.start, "end": c.end, "tokens": c.n_tokens,
+                        "boundary": c.boundary.name.lower()} for c in item.chunks],
+            "map_requests": len(item.chunks),
+            "max_prompt_tokens": max(prompts),
+            "reduce_capacity": item.capacity("reduce"),
+        }
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(f"{item.document.id[:40]:40} {tokens:>8} {item.chunk_budget:>7} {len(item.chunks):>6} "
+                       f"{max(prompts):>10}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON schema of the job spec (generated from its model)."""
+    click.echo(json.dumps(job_spec_json_schema(), indent=2))
+
+
+@cli.group()
+def prompts() -> None:
+    """Prompt files under prompts/<task>/<version>.yaml."""
+
+
+@prompts.command("list")
+@click.option("--dir", "prompts_dir", type=click.Path(path_type=Path, file_okay=False), help="Prompts folder.")
+def prompts_list(prompts_dir: Path | None) -> None:
+    """List tasks and their released versions."""
+    from mapreduce_llm.prompts import default_prompts_dir, list_tasks, list_versions, load_prompt_file
+
+    root = prompts_dir or default_prompts_dir()
+    for task in list_tasks(root):
+        versions = list_versions(root, task)
+        description = load_prompt_file(root / task / f"{versions[-1]}.yaml").description.strip().splitlines()[0]
+        click.echo(f"{task:12} {', '.join(versions):20} {description}")
+
+
+@prompts.command("show")
+@click.argument("reference")
+@click.option("--dir", "prompts_dir", type=click.Path(path_type=Path, file_okay=False), help="Prompts folder.")
+def prompts_show(reference: str, prompts_dir: Path | None) -> None:
+    """Print a prompt version (TASK or TASK@VERSION)."""
+    from mapreduce_llm.prompts import resolve_prompt
+
+    ref = resolve_prompt(reference, prompts_dir)
+    click.echo(f"# {ref.ref} ({ref.path})")
+    click.echo(ref.path.read_text(encoding="utf-8"))
+
+
+def main() -> None:
+    """Console entry point: MapReduceError becomes a one-line message and exit status 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MapReduceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Job configuration: what a job reads, which prompt it runs, on which engine, within which limits.
+
+Everything a job does is decided by one :class:`JobSpec`, loaded from YAML (``mapreduce-llm run
+SPEC.yaml``) or built from CLI flags. Each field is documented where it is declared; the JSON schema
+printed by ``mapreduce-llm schema`` is generated from these models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mapreduce_llm.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class EngineConfig(_Strict):
+    """The inference engine: vLLM inside Ray actors."""
+
+    backend: Literal["vllm"] = "vllm"
+    """Engine backend. ``vllm``: vLLM engines hosted in Ray actors."""
+    model: str | None = None
+    """Model folder or Hugging Face id (must already be on disk). None: the embedded SmolLM2-135M-Instruct."""
+    served_model_name: str | None = None
+    """Name recorded in results. Default: the model folder's name."""
+    max_model_len: Annotated[int, Field(ge=256)] = 2048
+    """Context window in tokens: every request (prompt + reserved output) fits inside it."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
+    """Weights dtype passed to vLLM."""
+    kv_cache_space_gib: Annotated[int, Field(ge=1)] = 2
+    """CPU engines only: KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """GPU engines only: share of GPU memory vLLM may use."""
+    replicas: Annotated[int, Field(ge=1)] = 1
+    """Number of engine actors (each holds one full copy of the model)."""
+    num_gpus_per_replica: Annotated[float, Field(ge=0)] = 0
+    """GPUs per engine actor. 0 on CPU machines; ``tensor_parallel_size`` or more on GPU clusters."""
+    num_cpus_per_replica: Annotated[float, Field(ge=0)] = 1
+    """CPUs Ray reserves for each engine actor."""
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+    """GPUs one engine shards the model over."""
+    max_concurrent_requests: Annotated[int, Field(ge=1)] = 64
+    """Requests in flight per engine actor; vLLM batches them continuously."""
+    enable_prefix_caching: bool = True
+    """Reuse the KV cache of shared prompt prefixes (instructions come first in every prompt)."""
+    seed: int = 0
+    """Sampling seed, for reproducible outputs."""
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 600
+    """How long to wait for an engine to load its model before failing the job."""
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Extra keyword arguments forwarded to vLLM's ``AsyncEngineArgs`` as they are."""
+
+    @model_validator(mode="after")
+    def _gpus_cover_tensor_parallel(self) -> EngineConfig:
+        if self.num_gpus_per_replica and self.num_gpus_per_replica < self.tensor_parallel_size:
+            raise ValueError(
+                f"num_gpus_per_replica must be at least tensor_parallel_size ({self.tensor_parallel_size}), "
+                f"got {self.num_gpus_per_replica}; raise num_gpus_per_replica or lower tensor_parallel_size"
+            )
+        return self
+
+
+class SamplingConfig(_Strict):
+    """Sampling overrides; unset fields take the prompt file's defaults."""
+
+    temperature: Annotated[float, Field(ge=0)] | None = None
+    """0 is greedy decoding."""
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Nucleus sampling mass."""
+    repetition_penalty: Annotated[float, Field(gt=0)] | None = None
+    """>1 discourages repeating tokens (small models loop without it)."""
+    reserved_output_tokens: Annotated[int, Field(ge=16)] | None = None
+    """Tokens kept free for each output (its ``max_tokens``)."""
+
+
+class ChunkingConfig(_Strict):
+    """How documents are cut into chunks, counted in the served model's tokens."""
+
+    max_chunk_tokens: Annotated[int, Field(ge=32)] | None = None
+    """Cap on chunk size below the budget (smaller chunks: more parallel calls, more map outputs).
+    None: use the whole budget = max_model_len − rendered map prompt − reserved output tokens."""
+    min_chunk_fraction: Annotated[float, Field(ge=0.1, le=1.0)] = 0.5
+    """A chunk ends at the best boundary (paragraph > sentence/line > word) found in the last
+    (1 − this) share of the budget; lower values favour cleaner boundaries over fuller chunks."""
+
+
+class ReduceConfig(_Strict):
+    """How partial outputs are merged."""
+
+    max_levels: Annotated[int, Field(ge=1, le=32)] = 8
+    """Upper bound on reduce levels (collapse levels + the final reduce). Reaching it fails the document."""
+
+
+class LimitsConfig(_Strict):
+    """Limits on input documents; a document over a limit becomes an error record."""
+
+    max_document_bytes: Annotated[int, Field(ge=1)] = 20_000_000
+    """Largest accepted document, in UTF-8 bytes."""
+    max_documents_in_flight: Annotated[int, Field(ge=1)] = 16
+    """Documents processed at once; others wait. Bounds memory and lets finished documents reduce early."""
+
+
+class JobSpec(_Strict):
+    """One batch job: read documents, map a prompt over their chunks, reduce, write results."""
+
+    input: Path
+    """A JSONL file (one ``{"id", "text", "question"?, ...}`` per line), a folder of .txt/.md files, or one file."""
+    output: Path
+    """Folder for ``results.jsonl`` and ``summary.json`` (created if missing)."""
+    job_id: str | None = None
+    """Identifies the job in logs, metrics and the summary. Default: the output folder's name."""
+    prompt: str = "summarize"
+    """Prompt reference: ``TASK`` (latest version) or ``TASK@VERSION``, e.g. ``qa@1.0.0``."""
+    prompts_dir: Path | None = None
+    """Folder of prompt files. Default: ``$MAPREDUCE_LLM_PROMPTS``, else ./prompts, else the project's prompts/."""
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
+    reduce: ReduceConfig = Field(default_factory=ReduceConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @property
+    def resolved_job_id(self) -> str:
+        """The job id, defaulting to the output folder's name."""
+        return self.job_id or self.output.resolve().name
+
+
+def _friendly(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        got = f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+        lines.append(f"  {where}: {err['msg']}{got}")
+    return ConfigError(
+        f"invalid job spec {source}:\n" + "\n".join(lines) + "\nSee `mapreduce-llm schema` for every field.",
+        parameter=".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None,
+    )
+
+
+def build_spec(data: dict[str, Any], source: str = "(arguments)") -> JobSpec:
+    """Validate a mapping into a :class:`JobSpec`, turning pydantic errors into one readable ConfigError."""
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise _friendly(exc, source) from None
+
+
+def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> JobSpec:
+    """Load a YAML job spec; relative ``input``/``output`` paths are taken from the spec file's folder.
+
+    ``overrides`` (e.g. from CLI flags) replace top-level keys of the file.
+    """
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"job spec {path} does not exist; check the path", parameter="spec") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"job spec {path} is not valid YAML: {exc}", parameter="spec") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"job spec {path} must be a YAML mapping, got {type(raw).__name__}", parameter="spec")
+    raw.update(overrides or {})
+    for key in ("input", "output", "prompts_dir"):
+        if isinstance(raw.get(key), str) and not Path(raw[key]).is_absolute():
+            raw[key] = str(path.parent / raw[key])
+    return build_spec(raw, source=str(path))
+
+
+def job_spec_json_schema() -> dict[str, Any]:
+    """The JSON schema of :class:`JobSpec`, generated from the model."""
+    return JobSpec.model_json_schema()

@@ -1,0 +1,74 @@
+"""The engine protocol: what the pipeline needs from any inference backend.
+
+A backend takes token-id requests and returns completions with token counts and logprobs. The pipeline
+only talks to this protocol; vLLM-in-Ray is the production backend, test doubles live under tests/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+StageName = Literal["map", "collapse", "reduce"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
+    """One generation request: exact prompt token ids plus sampling."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    max_tokens: int
+    stage: StageName
+    temperature: float = 0.0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    seed: int | None = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOutput:
+    """A finished generation."""
+
+    request_id: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cumulative_logprob: float | None
+    """Sum of the chosen tokens' logprobs; None if the backend cannot report it."""
+    finish_reason: str | None
+    seconds: float
+    """Time from submission to the last token, as seen by the engine host."""
+    cached_prompt_tokens: int | None = None
+    """Prompt tokens served from the prefix cache, when the backend reports it."""
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Mean logprob per generated token: a confidence signal that does not depend on length."""
+        if self.cumulative_logprob is None or self.completion_tokens == 0:
+            return None
+        return self.cumulative_logprob / self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class EngineInfo:
+    """What a started engine serves."""
+
+    model: str
+    max_model_len: int
+    replicas: int
+
+
+class Engine(Protocol):
+    """An inference backend the pipeline can stream requests into."""
+
+    @property
+    def info(self) -> EngineInfo:
+        """The served model and its context length."""
+        ...
+
+    async def generate(self, request: EngineRequest) -> EngineOutput:
+        """Run one request to completion. Raises RequestError for a request the engine rejects and
+        EngineError when the engine itself fails."""
+        ...

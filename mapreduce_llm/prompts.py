@@ -1,0 +1,332 @@
+"""Prompt files, and rendering them into exact token ids.
+
+A prompt version is one YAML file, ``prompts/<task>/<version>.yaml``, with three stages:
+
+* ``map`` runs on every chunk; its user message holds ``{chunk}``;
+* ``collapse`` merges a group of partial outputs into one when they do not fit a single call (``{partials}``);
+* ``reduce`` writes the final output from partial outputs that fit one call (``{partials}``).
+
+Templates use ``{name}`` placeholders (``{{`` and ``}}`` for literal braces). Besides ``chunk`` and
+``partials``, a template may use the variables the file declares (e.g. ``question``), filled from the
+document's fields. Values are inserted as *data*: they are tokenized with special tokens split, after the
+template has been rendered, so text such as ``{document}``, ``{{ x }}``, ``{% if %}`` or ``<|im_start|>`` in
+a document is never evaluated as a template or read as a control token.
+
+Instructions come first and the chunk last, so vLLM's prefix cache shares the instruction tokens between
+all chunks of a job.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mapreduce_llm.errors import ConfigError, PromptError
+from mapreduce_llm.tokenization import Tokenizer
+
+Stage = Literal["map", "collapse", "reduce"]
+STAGES: tuple[Stage, ...] = ("map", "collapse", "reduce")
+SLOT = {"map": "chunk", "collapse": "partials", "reduce": "partials"}
+"""The variable each stage's user message must contain once: what the stage works on."""
+
+VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
+_SLOT_INDEX = 999_999_999
+_SLOT_MARK = f"\ue000{_SLOT_INDEX}\ue001"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class Message(_Strict):
+    """The two messages of one stage."""
+
+    system: str = ""
+    """Instructions shared by every call of the stage (first in the prompt: prefix-cached)."""
+    user: str
+    """The request; contains the stage's slot variable (``{chunk}`` or ``{partials}``)."""
+
+
+class Sampling(_Strict):
+    """Sampling defaults of a prompt version."""
+
+    temperature: Annotated[float, Field(ge=0)] = 0.0
+    """0 is greedy decoding."""
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Nucleus sampling mass."""
+    repetition_penalty: Annotated[float, Field(gt=0)] = 1.0
+    """>1 discourages repeating tokens."""
+
+
+class PromptFile(_Strict):
+    """One released version of a task's prompts."""
+
+    description: str
+    """What the task does, in one or two sentences."""
+    variables: list[str] = Field(default_factory=list)
+    """Document fields the templates use besides chunk/partials (``question``, or a metadata key)."""
+    map: Message
+    collapse: Message
+    reduce: Message
+    reserved_output_tokens: Annotated[int, Field(ge=16)] = 256
+    """Tokens reserved for each call's output (its max_tokens); chunks get the rest of the context."""
+    sampling: Sampling = Field(default_factory=Sampling)
+    partial_separator: str = "\n\n"
+    """Text placed between partial outputs in ``{partials}``."""
+    not_found: str | None = None
+    """For question answering: the answer meaning "not in this text". Map outputs starting with it are
+    dropped before reducing; when every chunk says it, the document's answer is this text."""
+    not_found_below_mean_logprob: float | None = None
+    """Also treat a map answer as not found when its mean token logprob is below this value."""
+
+    @field_validator("variables")
+    @classmethod
+    def _identifiers(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name.isidentifier():
+                raise ValueError(f"variable names must be identifiers, got {name!r}")
+            if name in ("chunk", "partials"):
+                raise ValueError(f"{name!r} is built in; do not declare it")
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRef:
+    """A resolved prompt: task name, version and the validated file."""
+
+    task: str
+    version: str
+    path: Path
+    file: PromptFile
+
+    @property
+    def ref(self) -> str:
+        """``task@version``."""
+        return f"{self.task}@{self.version}"
+
+
+def default_prompts_dir() -> Path:
+    """``$MAPREDUCE_LLM_PROMPTS``, else ./prompts, else the prompts/ folder beside the package."""
+    import os
+
+    env = os.environ.get("MAPREDUCE_LLM_PROMPTS")
+    if env:
+        return Path(env)
+    local = Path("prompts")
+    if local.is_dir():
+        return local.resolve()
+    return Path(__file__).resolve().parent.parent / "prompts"
+
+
+def _fields(template: str, where: str, path: Path) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise PromptError(
+            f"{path}: {where} is not a valid template ({exc}); write literal braces as {{{{ and }}}}",
+            path=str(path),
+            field=where,
+        ) from None
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise PromptError(
+                f"{path}: {where} has placeholder {{{name}{'!' + conversion if conversion else ''}"
+                f"{':' + spec if spec else ''}}}; only plain {{name}} placeholders are allowed",
+                path=str(path),
+                field=where,
+            )
+        names.append(name)
+    return names
+
+
+def _validate(pf: PromptFile, path: Path) -> None:
+    declared = set(pf.variables)
+    for stage in STAGES:
+        msg: Message = getattr(pf, stage)
+        for part in ("system", "user"):
+            where = f"{stage}.{part}"
+            text = getattr(msg, part)
+            if "\ue000" in text or "\ue001" in text:
+                raise PromptError(f"{path}: {where} contains reserved characters U+E000/U+E001", path=str(path))
+            names = _fields(text, where, path)
+            for name in names:
+                if name != SLOT[stage] and name not in declared:
+                    allowed = sorted(declared | {SLOT[stage]})
+                    raise PromptError(
+                        f"{path}: {where} uses undeclared variable {{{name}}}; declare it under "
+                        f"`variables:` or use one of {allowed}",
+                        path=str(path),
+                        field=where,
+                    )
+            slot_count = names.count(SLOT[stage])
+            expected = 1 if part == "user" else 0
+            if slot_count != expected:
+                raise PromptError(
+                    f"{path}: {where} must contain {{{SLOT[stage]}}} {'exactly once' if expected else 'nowhere'}"
+                    f", found it {slot_count} times",
+                    path=str(path),
+                    field=where,
+                )
+    used = {
+        n for stage in STAGES for part in ("system", "user") for n in _fields(getattr(getattr(pf, stage), part), "", path)
+    }
+    for name in declared - used:
+        raise PromptError(
+            f"{path}: variable {name!r} is declared but no template uses it; remove it from `variables:`",
+            path=str(path),
+            field="variables",
+        )
+
+
+def load_prompt_file(path: Path) -> PromptFile:
+    """Load and validate one prompt file; every problem is a PromptError naming the file and field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PromptError(f"prompt file {path} does not exist", path=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise PromptError(f"{path}: not valid YAML: {exc}", path=str(path)) from None
+    if not isinstance(raw, dict):
+        raise PromptError(f"{path}: must be a YAML mapping", path=str(path))
+    try:
+        pf = PromptFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise PromptError(f"{path}: field {field!r}: {err['msg']}", path=str(path), field=field) from None
+    _validate(pf, path)
+    return pf
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def list_versions(prompts_dir: Path, task: str) -> list[str]:
+    """Released versions of a task, oldest first."""
+    folder = prompts_dir / task
+    versions = [p.stem for p in folder.glob("*.yaml") if VERSION_RE.match(p.stem)]
+    return sorted(versions, key=_version_key)
+
+
+def list_tasks(prompts_dir: Path) -> list[str]:
+    """Tasks that have at least one released version."""
+    if not prompts_dir.is_dir():
+        return []
+    return sorted(p.name for p in prompts_dir.iterdir() if p.is_dir() and list_versions(prompts_dir, p.name))
+
+
+def resolve_prompt(reference: str, prompts_dir: Path | None = None) -> PromptRef:
+    """Resolve ``TASK`` (latest version) or ``TASK@VERSION`` to a validated prompt file."""
+    root = prompts_dir or default_prompts_dir()
+    task, _, version = reference.partition("@")
+    if not task:
+        raise ConfigError(f"prompt reference {reference!r} has no task; use TASK or TASK@VERSION", parameter="prompt")
+    versions = list_versions(root, task)
+    if not versions:
+        tasks = list_tasks(root)
+        raise ConfigError(
+            f"no prompt task {task!r} in {root}; available: {', '.join(tasks) or '(none)'}",
+            parameter="prompt",
+            value=reference,
+        )
+    if not version:
+        version = versions[-1]
+    elif not VERSION_RE.match(version):
+        raise ConfigError(
+            f"prompt version must look like 1.2.3, got {version!r} in {reference!r}", parameter="prompt"
+        )
+    elif version not in versions:
+        raise ConfigError(
+            f"prompt {task} has no version {version}; released versions: {', '.join(versions)}",
+            parameter="prompt",
+            value=reference,
+        )
+    path = root / task / f"{version}.yaml"
+    return PromptRef(task=task, version=version, path=path, file=load_prompt_file(path))
+
+
+@dataclass(frozen=True, slots=True)
+class StageTemplate:
+    """One stage rendered for one document, as token ids around the slot.
+
+    A request is ``prefix + slot_ids + suffix``; ``overhead`` tokens are spent on the template.
+    """
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+    @property
+    def overhead(self) -> int:
+        """Template tokens of every request of this stage."""
+        return len(self.prefix) + len(self.suffix)
+
+    def request_ids(self, slot_ids: list[int] | tuple[int, ...]) -> list[int]:
+        """The complete prompt token ids with the slot filled."""
+        return [*self.prefix, *slot_ids, *self.suffix]
+
+
+def render_stage(
+    prompt: PromptFile, stage: Stage, values: dict[str, str], tokenizer: Tokenizer
+) -> StageTemplate:
+    """Render a stage's messages with the model's chat template into token ids around the slot.
+
+    ``values`` supplies the declared variables. Template text is tokenized as trusted text; values are
+    tokenized as data (special tokens split), so nothing in a value is ever interpreted.
+    """
+    msg: Message = getattr(prompt, stage)
+    data: list[str] = []
+
+    def fill(template: str) -> str:
+        out = []
+        for literal, name, _, _ in string.Formatter().parse(template):
+            out.append(literal)
+            if name is None:
+                continue
+            if name == SLOT[stage]:
+                out.append(_SLOT_MARK)
+            else:
+                data.append(values[name])
+                out.append(f"\ue000{len(data) - 1}\ue001")
+        return "".join(out)
+
+    messages = []
+    if msg.system:
+        messages.append({"role": "system", "content": fill(msg.system)})
+    messages.append({"role": "user", "content": fill(msg.user)})
+    rendered = tokenizer.render_chat(messages)
+    prefix: list[int] = []
+    suffix: list[int] = []
+    target = prefix
+    pos = 0
+    for match in _SENTINEL_RE.finditer(rendered):
+        target.extend(tokenizer.encode_template(rendered[pos : match.start()]))
+        index = int(match.group(1))
+        if index == _SLOT_INDEX:
+            target = suffix
+        else:
+            target.extend(tokenizer.encode_data(data[index]))
+        pos = match.end()
+    target.extend(tokenizer.encode_template(rendered[pos:]))
+    return StageTemplate(prefix=tuple(prefix), suffix=tuple(suffix))
+
+
+def document_values(prompt: PromptFile, question: str | None, metadata: dict[str, Any]) -> dict[str, str]:
+    """The declared variables' values for one document; raises KeyError naming a missing one."""
+    values = {}
+    for name in prompt.variables:
+        value = question if name == "question" else metadata.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise KeyError(name)
+        values[name] = value if isinstance(value, str) else str(value)
+    return values

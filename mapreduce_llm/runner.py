@@ -1,0 +1,100 @@
+"""How a job starts: the Ray session, the model and its tokenizer, the engine pool, then the pipeline.
+
+``run_job`` is what ``mapreduce-llm run`` calls; ``plan_job`` is the engine-free dry run behind
+``mapreduce-llm plan``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import structlog
+
+from mapreduce_llm.config import EngineConfig, JobSpec
+from mapreduce_llm.documents import read_documents
+from mapreduce_llm.errors import ConfigError, DocumentError
+from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
+from mapreduce_llm.pipeline import Job
+from mapreduce_llm.planning import DocumentPlan, plan_document
+from mapreduce_llm.prompts import PromptRef, resolve_prompt
+from mapreduce_llm.results import DocumentResult, JobSummary
+from mapreduce_llm.tokenization import HFTokenizer
+
+log = structlog.get_logger(__name__)
+
+
+def model_folder(engine: EngineConfig) -> Path:
+    """The served model's folder on this machine: the configured one, or the embedded model (converted once)."""
+    if engine.model is None:
+        return ensure_embedded_model()
+    path = Path(engine.model)
+    if not path.is_dir():
+        raise ConfigError(
+            f"engine.model {engine.model!r} is not a folder on this machine; give the path of a model folder "
+            "(weights are never downloaded at run time) or leave it unset for the embedded model",
+            parameter="engine.model",
+            value=engine.model,
+        )
+    return path
+
+
+def served_name(engine: EngineConfig, folder: Path) -> str:
+    """The model name recorded in results."""
+    if engine.served_model_name:
+        return engine.served_model_name
+    return EMBEDDED_MODEL_NAME if engine.model is None else folder.name
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Join the Ray cluster in ``RAY_ADDRESS``, or start a local one for the duration of the job."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    ray.init(address=address or None, include_dashboard=bool(address), log_to_driver=True)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def run_job(spec: JobSpec, on_result: Callable[[DocumentResult], None] | None = None) -> JobSummary:
+    """Run a job end to end on vLLM engines in Ray; returns its summary (also written to summary.json)."""
+    from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
+
+    prompt = resolve_prompt(spec.prompt, spec.prompts_dir)
+    if not spec.input.exists():
+        raise ConfigError(f"input {spec.input} does not exist; check the path", parameter="input")
+    folder = model_folder(spec.engine)
+    tokenizer = HFTokenizer(folder)
+    engine_model = "embedded" if spec.engine.model is None else str(folder)
+    config = spec.engine.model_copy(update={"served_model_name": served_name(spec.engine, folder)})
+    with ray_session(), VLLMRayEngine(config, model=engine_model) as engine:
+        return asyncio.run(Job(spec, prompt, tokenizer, engine, on_result).run())
+
+
+def plan_job(spec: JobSpec) -> tuple[PromptRef, list[DocumentPlan | DocumentError]]:
+    """Plan every document of a job without starting an engine."""
+    prompt = resolve_prompt(spec.prompt, spec.prompts_dir)
+    tokenizer = HFTokenizer(model_folder(spec.engine))
+    reserve = spec.sampling.reserved_output_tokens
+    plans: list[DocumentPlan | DocumentError] = []
+    for item in read_documents(spec.input, spec.limits.max_document_bytes):
+        if isinstance(item, DocumentError):
+            plans.append(item)
+            continue
+        try:
+            plans.append(
+                plan_document(item, prompt, tokenizer, spec.engine.max_model_len, spec.chunking, reserve)
+            )
+        except DocumentError as err:
+            err.source = err.source or item.source
+            plans.append(err)
+    return prompt, plans
