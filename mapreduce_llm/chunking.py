@@ -90,7 +90,8 @@ def boundary_strengths(text: str, offsets: Offsets) -> npt.NDArray[np.int8]:
     pos = cut + 3
 
     def at(delta: int) -> npt.NDArray[np.uint32]:
-        return cps[pos + delta]
+        picked: npt.NDArray[np.uint32] = cps[pos + delta]
+        return picked
 
     c_m3, c_m2, c_m1, c_0, c_p1 = at(-3), at(-2), at(-1), at(0), at(1)
     space_m1, space_0 = np.isin(c_m1, _SPACE_CODES), np.isin(c_0, _SPACE_CODES)

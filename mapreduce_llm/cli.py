@@ -21,10 +21,19 @@ def job_options(func: F) -> F:
     """Options shared by ``run`` and ``plan``: a spec file and/or flags that override it."""
     options = [
         click.argument("spec", required=False, type=click.Path(path_type=Path, dir_okay=False)),
-        click.option("--input", "-i", "input_", type=click.Path(path_type=Path),
-                     help="JSONL file, folder of .txt/.md files, or one text file."),
-        click.option("--output", "-o", type=click.Path(path_type=Path, file_okay=False),
-                     help="Folder for results.jsonl and summary.json."),
+        click.option(
+            "--input",
+            "-i",
+            "input_",
+            type=click.Path(path_type=Path),
+            help="JSONL file, folder of .txt/.md files, or one text file.",
+        ),
+        click.option(
+            "--output",
+            "-o",
+            type=click.Path(path_type=Path, file_okay=False),
+            help="Folder for results.jsonl and summary.json.",
+        ),
         click.option("--prompt", "-p", help="Prompt reference: TASK or TASK@VERSION (default: summarize)."),
         click.option("--job-id", help="Job id for logs and the summary (default: the output folder's name)."),
         click.option("--max-model-len", type=int, help="Context window of the served model, in tokens."),
@@ -50,10 +59,14 @@ def _spec_from(
     *,
     need_output: bool,
 ) -> JobSpec:
-    top: dict[str, Any] = {k: v for k, v in {"input": input_, "output": output, "prompt": prompt,
-                                              "job_id": job_id}.items() if v is not None}
-    engine = {k: v for k, v in {"max_model_len": max_model_len, "replicas": replicas, "model": model}.items()
-              if v is not None}
+    top: dict[str, Any] = {
+        k: v
+        for k, v in {"input": input_, "output": output, "prompt": prompt, "job_id": job_id}.items()
+        if v is not None
+    }
+    engine = {
+        k: v for k, v in {"max_model_len": max_model_len, "replicas": replicas, "model": model}.items() if v is not None
+    }
     chunking = {"max_chunk_tokens": max_chunk_tokens} if max_chunk_tokens is not None else {}
     if spec is not None:
         base = load_spec(spec, {k: str(v) if isinstance(v, Path) else v for k, v in top.items()})
@@ -71,10 +84,18 @@ def _spec_from(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]), help="Least severe log level shown.")
-@click.option("--json-logs/--console-logs", default=None,
-              help="Log format (default: console on a terminal, JSON lines otherwise).")
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Least severe log level shown.",
+)
+@click.option(
+    "--json-logs/--console-logs",
+    default=None,
+    help="Log format (default: console on a terminal, JSON lines otherwise).",
+)
 @click.version_option(package_name="mapreduce-llm")
 def cli(log_level: str, json_logs: bool | None) -> None:
     """Map-reduce over documents far longer than an LLM's context window.
@@ -143,16 +164,21 @@ def plan(as_json: bool, **kwargs: Any) -> None:
     spec = _spec_from(**kwargs, need_output=False)
     prompt, plans = plan_job(spec)
     if not as_json:
-        click.echo(f"prompt {prompt.ref}, max_model_len {spec.engine.max_model_len}, "
-                   f"reserved output {spec.sampling.reserved_output_tokens or prompt.file.reserved_output_tokens}")
+        click.echo(
+            f"prompt {prompt.ref}, max_model_len {spec.engine.max_model_len}, "
+            f"reserved output {spec.sampling.reserved_output_tokens or prompt.file.reserved_output_tokens}"
+        )
         click.echo(f"{'document':40} {'tokens':>8} {'budget':>7} {'chunks':>6} {'max prompt':>10}  note")
     for item in plans:
         if isinstance(item, DocumentError):
             if as_json:
-                click.echo(json.dumps({"id": item.document_id, "status": "error", "code": item.code,
-                                       "error": str(item)}))
+                click.echo(
+                    json.dumps({"id": item.document_id, "status": "error", "code": item.code, "error": str(item)})
+                )
             else:
-                click.echo(f"{item.document_id[:40]:40} {'-':>8} {'-':>7} {'-':>6} {'-':>10}  error {item.code}: {item}")
+                click.echo(
+                    f"{item.document_id[:40]:40} {'-':>8} {'-':>7} {'-':>6} {'-':>10}  error {item.code}: {item}"
+                )
             continue
         tokens = sum(c.n_tokens for c in item.chunks)
         prompts = item.map_prompt_tokens
@@ -161,8 +187,16 @@ def plan(as_json: bool, **kwargs: Any) -> None:
             "status": "ok",
             "tokens": tokens,
             "chunk_budget": item.chunk_budget,
-            "chunks": [{"id": c.id, "start": c.start, "end": c.end, "tokens": c.n_tokens,
-                        "boundary": c.boundary.name.lower()} for c in item.chunks],
+            "chunks": [
+                {
+                    "id": c.id,
+                    "start": c.start,
+                    "end": c.end,
+                    "tokens": c.n_tokens,
+                    "boundary": c.boundary.name.lower(),
+                }
+                for c in item.chunks
+            ],
             "map_requests": len(item.chunks),
             "max_prompt_tokens": max(prompts),
             "reduce_capacity": item.capacity("reduce"),
@@ -170,8 +204,10 @@ def plan(as_json: bool, **kwargs: Any) -> None:
         if as_json:
             click.echo(json.dumps(row))
         else:
-            click.echo(f"{item.document.id[:40]:40} {tokens:>8} {item.chunk_budget:>7} {len(item.chunks):>6} "
-                       f"{max(prompts):>10}")
+            click.echo(
+                f"{item.document.id[:40]:40} {tokens:>8} {item.chunk_budget:>7} {len(item.chunks):>6} "
+                f"{max(prompts):>10}"
+            )
 
 
 @cli.command()

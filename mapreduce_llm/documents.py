@@ -148,14 +148,14 @@ def _parse_jsonl_line(raw: bytes, where: str, max_bytes: int) -> Document:
         ) from None
     if not isinstance(obj, dict):
         raise DocumentError(
-            f"{where}: expected a JSON object with \"text\", got {type(obj).__name__}",
+            f'{where}: expected a JSON object with "text", got {type(obj).__name__}',
             document_id=fallback_id,
             code="not_an_object",
         )
     raw_id = obj.pop("id", None)
-    if raw_id is not None and not isinstance(raw_id, str | int) or isinstance(raw_id, bool):
+    if (raw_id is not None and not isinstance(raw_id, str | int)) or isinstance(raw_id, bool):
         raise DocumentError(
-            f"{where}: \"id\" must be a string or an integer, got {type(raw_id).__name__}",
+            f'{where}: "id" must be a string or an integer, got {type(raw_id).__name__}',
             document_id=fallback_id,
             code="bad_id",
         )
@@ -164,13 +164,13 @@ def _parse_jsonl_line(raw: bytes, where: str, max_bytes: int) -> Document:
     label = f"{where} (id {document_id!r})" if document_id else where
     if text is None:
         raise DocumentError(
-            f"{label}: no \"text\" field; put the document text under \"text\"",
+            f'{label}: no "text" field; put the document text under "text"',
             document_id=document_id or fallback_id,
             code="missing_text",
         )
     if not isinstance(text, str):
         raise DocumentError(
-            f"{label}: \"text\" must be a string, got {type(text).__name__}",
+            f'{label}: "text" must be a string, got {type(text).__name__}',
             document_id=document_id or fallback_id,
             code="text_not_string",
         )
@@ -180,13 +180,13 @@ def _parse_jsonl_line(raw: bytes, where: str, max_bytes: int) -> Document:
     question = obj.pop("question", None)
     if question is not None and not isinstance(question, str):
         raise DocumentError(
-            f"{label}: \"question\" must be a string, got {type(question).__name__}",
+            f'{label}: "question" must be a string, got {type(question).__name__}',
             document_id=document_id,
             code="question_not_string",
         )
     if question is not None and "\x00" in question:
         raise DocumentError(
-            f"{label}: \"question\" contains a NUL character; remove it",
+            f'{label}: "question" contains a NUL character; remove it',
             document_id=document_id,
             code="nul_bytes",
         )

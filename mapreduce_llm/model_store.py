@@ -103,8 +103,8 @@ def convert_gguf_to_hf(gguf: Path, out_dir: Path) -> None:
 
     folder, name = str(gguf.parent), gguf.name
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_config(config)
-    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
+    model = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]  # type: ignore[no-untyped-call]
     model.load_state_dict(tensors, strict=False)
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()

@@ -29,12 +29,12 @@ from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptRef
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, reduce_tree
 from mapreduce_llm.results import (
+    SUMMARY_FILE,
     DocumentResult,
     ErrorInfo,
     JobSummary,
     PromptInfo,
     Provenance,
-    SUMMARY_FILE,
     ResultLog,
     Timings,
     Usage,
@@ -200,9 +200,7 @@ class Job:
                 )
             final, levels = Partial(self.prompt.file.not_found, (), ()), 0
         else:
-            final, levels = await reduce_tree(
-                kept, plan, self.tokenizer, reduce_call, self.spec.reduce.max_levels
-            )
+            final, levels = await reduce_tree(kept, plan, self.tokenizer, reduce_call, self.spec.reduce.max_levels)
         finished = time.perf_counter()
         spans = sorted({(s.chunk, s.start, s.end) for s in final.sources})
         return DocumentResult(
@@ -285,7 +283,7 @@ class Job:
                 await asyncio.gather(*tasks)
         except (EngineError, BudgetError) as exc:
             fatal = exc
-        except BaseException as exc:  # interrupted (Ctrl-C, cancellation): keep what is done, then re-raise
+        except BaseException as exc:  # noqa: BLE001 - interrupted (Ctrl-C): keep what is done, re-raised below
             fatal = exc
         finally:
             for t in tasks:

@@ -1,6 +1,6 @@
 """Planning: turn one document into chunks and rendered stage templates that fit the context.
 
-For every stage the budget is ``max_model_len − template tokens − reserved output tokens``, counted in the
+For every stage the budget is ``max_model_len - template tokens - reserved output tokens``, counted in the
 served model's tokens with the document's own variables (its question) rendered in. Planning needs only the
 tokenizer: ``mapreduce-llm plan`` runs it without an engine.
 """
@@ -66,7 +66,7 @@ def plan_document(
         field = missing.args[0]
         raise DocumentError(
             f"{document.source}: prompt {prompt.ref} needs {field!r} but the document has none; "
-            f"add a non-empty \"{field}\" field to it",
+            f'add a non-empty "{field}" field to it',
             document_id=document.id,
             code="missing_variable",
         ) from None

@@ -178,7 +178,10 @@ def _validate(pf: PromptFile, path: Path) -> None:
                     field=where,
                 )
     used = {
-        n for stage in STAGES for part in ("system", "user") for n in _fields(getattr(getattr(pf, stage), part), "", path)
+        n
+        for stage in STAGES
+        for part in ("system", "user")
+        for n in _fields(getattr(getattr(pf, stage), part), "", path)
     }
     for name in declared - used:
         raise PromptError(
@@ -243,9 +246,7 @@ def resolve_prompt(reference: str, prompts_dir: Path | None = None) -> PromptRef
     if not version:
         version = versions[-1]
     elif not VERSION_RE.match(version):
-        raise ConfigError(
-            f"prompt version must look like 1.2.3, got {version!r} in {reference!r}", parameter="prompt"
-        )
+        raise ConfigError(f"prompt version must look like 1.2.3, got {version!r} in {reference!r}", parameter="prompt")
     elif version not in versions:
         raise ConfigError(
             f"prompt {task} has no version {version}; released versions: {', '.join(versions)}",
@@ -276,9 +277,7 @@ class StageTemplate:
         return [*self.prefix, *slot_ids, *self.suffix]
 
 
-def render_stage(
-    prompt: PromptFile, stage: Stage, values: dict[str, str], tokenizer: Tokenizer
-) -> StageTemplate:
+def render_stage(prompt: PromptFile, stage: Stage, values: dict[str, str], tokenizer: Tokenizer) -> StageTemplate:
     """Render a stage's messages with the model's chat template into token ids around the slot.
 
     ``values`` supplies the declared variables. Template text is tokenized as trusted text; values are

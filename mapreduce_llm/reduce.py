@@ -126,6 +126,4 @@ async def reduce_tree(
         capacity = plan.capacity("collapse")
         fitted = [piece for p in items for piece in resplit(p, capacity, tokenizer)]
         groups = pack(fitted, capacity, len(separator))
-        items = list(
-            await asyncio.gather(*(call("collapse", joined_ids(g, separator), g, level) for g in groups))
-        )
+        items = list(await asyncio.gather(*(call("collapse", joined_ids(g, separator), g, level) for g in groups)))

@@ -163,9 +163,9 @@ class ResultLog:
                     rec = DocumentResult.model_validate_json(line)
                 except ValueError:
                     continue  # a line cut short by a crash
-                if rec.status == "ok" and rec.prompt and f"{rec.prompt.name}@{rec.prompt.version}" == prompt:
-                    if rec.model == model:
-                        found[(rec.id, rec.source)] = rec
+                same_prompt = rec.prompt is not None and f"{rec.prompt.name}@{rec.prompt.version}" == prompt
+                if rec.status == "ok" and same_prompt and rec.model == model:
+                    found[(rec.id, rec.source)] = rec
         return found
 
     def append(self, result: DocumentResult) -> None:

@@ -91,9 +91,7 @@ def plan_job(spec: JobSpec) -> tuple[PromptRef, list[DocumentPlan | DocumentErro
             plans.append(item)
             continue
         try:
-            plans.append(
-                plan_document(item, prompt, tokenizer, spec.engine.max_model_len, spec.chunking, reserve)
-            )
+            plans.append(plan_document(item, prompt, tokenizer, spec.engine.max_model_len, spec.chunking, reserve))
         except DocumentError as err:
             err.source = err.source or item.source
             plans.append(err)

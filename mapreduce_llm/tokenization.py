@@ -28,8 +28,6 @@ import numpy.typing as npt
 
 from mapreduce_llm.errors import ConfigError
 
-
-
 Offsets = npt.NDArray[np.int64]
 """Token character spans, shape (n_tokens, 2): start (inclusive) and end (exclusive)."""
 
@@ -100,8 +98,7 @@ class HFTokenizer:
             ) from None
         if not self._tok.is_fast:
             raise ConfigError(
-                f"the tokenizer in {model_dir} has no fast (Rust) implementation; chunking needs its "
-                "character offsets",
+                f"the tokenizer in {model_dir} has no fast (Rust) implementation; chunking needs its character offsets",
                 parameter="engine.model",
             )
         self.name = str(model_dir)
@@ -135,9 +132,7 @@ class HFTokenizer:
         if self._tok.chat_template is None:
             # Base models: a plain layout, instructions first.
             return "\n\n".join(m["content"] for m in messages) + "\n\n"
-        rendered: str = self._tok.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
-        )
+        rendered: str = self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
         return rendered
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -54,37 +54,50 @@ COPYRIGHT = "Copyright © 2001-2023 Python Software Foundation; All Rights Reser
 DOCUMENTS = [
     # Chapters 1-9 of the tutorial, in order (the remaining chapters 10-16
     # would push the document over 200k characters).
-    ("python-tutorial.md", "The Python Tutorial, chapters 1-9 (Python %s)" % VERSION, [
-        ("tutorial/appetite.rst.txt", None),
-        ("tutorial/interpreter.rst.txt", None),
-        ("tutorial/introduction.rst.txt", None),
-        ("tutorial/controlflow.rst.txt", None),
-        ("tutorial/datastructures.rst.txt", None),
-        ("tutorial/modules.rst.txt", None),
-        ("tutorial/inputoutput.rst.txt", None),
-        ("tutorial/errors.rst.txt", None),
-        ("tutorial/classes.rst.txt", None),
-    ]),
-    ("python-data-model.md",
-     "The Python Language Reference: Data Model and Expressions (Python %s)" % VERSION, [
-        ("reference/datamodel.rst.txt", None),
-        ("reference/expressions.rst.txt", None),
-    ]),
-    ("python-howtos.md", "Python HOWTOs (Python %s)" % VERSION, [
-        ("howto/sorting.rst.txt", None),
-        ("howto/logging.rst.txt", None),
-        ("howto/regex.rst.txt", None),
-        ("howto/unicode.rst.txt", None),
-        ("howto/descriptor.rst.txt", None),
-    ]),
-    ("python-builtin-types.md",
-     "The Python Standard Library: Built-in Functions and Built-in Types (Python %s)" % VERSION, [
-        ("library/functions.rst.txt", None),
-        # stdtypes is ~210 kB on its own; keep everything before the
-        # "Binary Sequence Types" section so the document stays < 200k chars.
-        ("library/stdtypes.rst.txt",
-         "Binary Sequence Types"),
-    ]),
+    (
+        "python-tutorial.md",
+        "The Python Tutorial, chapters 1-9 (Python %s)" % VERSION,
+        [
+            ("tutorial/appetite.rst.txt", None),
+            ("tutorial/interpreter.rst.txt", None),
+            ("tutorial/introduction.rst.txt", None),
+            ("tutorial/controlflow.rst.txt", None),
+            ("tutorial/datastructures.rst.txt", None),
+            ("tutorial/modules.rst.txt", None),
+            ("tutorial/inputoutput.rst.txt", None),
+            ("tutorial/errors.rst.txt", None),
+            ("tutorial/classes.rst.txt", None),
+        ],
+    ),
+    (
+        "python-data-model.md",
+        "The Python Language Reference: Data Model and Expressions (Python %s)" % VERSION,
+        [
+            ("reference/datamodel.rst.txt", None),
+            ("reference/expressions.rst.txt", None),
+        ],
+    ),
+    (
+        "python-howtos.md",
+        "Python HOWTOs (Python %s)" % VERSION,
+        [
+            ("howto/sorting.rst.txt", None),
+            ("howto/logging.rst.txt", None),
+            ("howto/regex.rst.txt", None),
+            ("howto/unicode.rst.txt", None),
+            ("howto/descriptor.rst.txt", None),
+        ],
+    ),
+    (
+        "python-builtin-types.md",
+        "The Python Standard Library: Built-in Functions and Built-in Types (Python %s)" % VERSION,
+        [
+            ("library/functions.rst.txt", None),
+            # stdtypes is ~210 kB on its own; keep everything before the
+            # "Binary Sequence Types" section so the document stays < 200k chars.
+            ("library/stdtypes.rst.txt", "Binary Sequence Types"),
+        ],
+    ),
 ]
 
 # --------------------------------------------------------------------------
@@ -99,33 +112,92 @@ SIMPLE_TABLE_RE = re.compile(r"^\s*=+( +=+)+\s*$")
 GRID_BORDER_RE = re.compile(r"^\s*\+([-=]+\+)+\s*$")
 
 DROP_DIRECTIVES = {
-    "index", "highlight", "currentmodule", "module", "sectionauthor",
-    "moduleauthor", "toctree", "tabularcolumns", "testsetup", "testcleanup",
-    "contents", "image", "figure", "only", "raw", "include", "literalinclude",
-    "opcode", "cmdoption", "envvar", "program", "option", "glossary",
+    "index",
+    "highlight",
+    "currentmodule",
+    "module",
+    "sectionauthor",
+    "moduleauthor",
+    "toctree",
+    "tabularcolumns",
+    "testsetup",
+    "testcleanup",
+    "contents",
+    "image",
+    "figure",
+    "only",
+    "raw",
+    "include",
+    "literalinclude",
+    "opcode",
+    "cmdoption",
+    "envvar",
+    "program",
+    "option",
+    "glossary",
 }
-CODE_DIRECTIVES = {"code-block", "sourcecode", "code", "doctest", "testcode",
-                   "testoutput", "productionlist", "parsed-literal"}
+CODE_DIRECTIVES = {
+    "code-block",
+    "sourcecode",
+    "code",
+    "doctest",
+    "testcode",
+    "testoutput",
+    "productionlist",
+    "parsed-literal",
+}
 ADMONITIONS = {
-    "note": "Note:", "warning": "Warning:", "caution": "Caution:",
-    "important": "Important:", "tip": "Tip:", "hint": "Hint:",
-    "attention": "Attention:", "danger": "Danger:", "error": "Error:",
-    "seealso": "See also:", "impl-detail": "CPython implementation detail:",
+    "note": "Note:",
+    "warning": "Warning:",
+    "caution": "Caution:",
+    "important": "Important:",
+    "tip": "Tip:",
+    "hint": "Hint:",
+    "attention": "Attention:",
+    "danger": "Danger:",
+    "error": "Error:",
+    "seealso": "See also:",
+    "impl-detail": "CPython implementation detail:",
 }
 OBJECT_PREFIX = {
-    "function": "", "method": "", "attribute": "", "data": "", "describe": "",
-    "object": "", "class": "class ", "exception": "exception ",
-    "classmethod": "classmethod ", "staticmethod": "staticmethod ",
-    "decorator": "@", "decoratormethod": "@", "coroutinefunction": "coroutine ",
-    "coroutinemethod": "coroutine ", "awaitablefunction": "awaitable ",
-    "awaitablemethod": "awaitable ", "abstractmethod": "abstractmethod ",
+    "function": "",
+    "method": "",
+    "attribute": "",
+    "data": "",
+    "describe": "",
+    "object": "",
+    "class": "class ",
+    "exception": "exception ",
+    "classmethod": "classmethod ",
+    "staticmethod": "staticmethod ",
+    "decorator": "@",
+    "decoratormethod": "@",
+    "coroutinefunction": "coroutine ",
+    "coroutinemethod": "coroutine ",
+    "awaitablefunction": "awaitable ",
+    "awaitablemethod": "awaitable ",
+    "abstractmethod": "abstractmethod ",
     "property": "property ",
 }
-LANGS = {"python3": "python", "py": "python", "python": "python",
-         "pycon": "pycon", "none": "", "text": "", "default": "python",
-         "shell": "sh", "shell-session": "sh", "sh": "sh", "bash": "sh",
-         "c": "c", "ini": "ini", "rst": "rst", "pytb": "pytb",
-         "python-grammar": "", "peg": ""}
+LANGS = {
+    "python3": "python",
+    "py": "python",
+    "python": "python",
+    "pycon": "pycon",
+    "none": "",
+    "text": "",
+    "default": "python",
+    "shell": "sh",
+    "shell-session": "sh",
+    "sh": "sh",
+    "bash": "sh",
+    "c": "c",
+    "ini": "ini",
+    "rst": "rst",
+    "pytb": "pytb",
+    "python-grammar": "",
+    "peg": "",
+}
 
 
 def indent_of(line):
@@ -151,6 +223,7 @@ def is_underline(line, title):
 
 # --------------------------------------------------------------------------
 # label -> title map for :ref:`label`
+
 
 def build_label_map(src):
     labels = {}
@@ -189,7 +262,8 @@ INLINE_RE = re.compile(
     r"|(?P<role>:(?P<rname>[A-Za-z][\w:.+-]*):`(?P<rtext>[^`]+)`)"
     r"|(?P<link>`(?P<ltext>[^`]+)`__?)"
     r"|(?P<interp>`(?P<itext>[^`]+)`)",
-    re.S)
+    re.S,
+)
 EXPL_RE = re.compile(r"^(.*?)\s*<([^<>]+)>$", re.S)
 FNREF_RE = re.compile(r"\[(#[\w-]*|\d+)\]_")
 
@@ -235,9 +309,7 @@ class Converter:
 
     # ---- inline text
     def plain(self, text):
-        text = FNREF_RE.sub(
-            lambda m: "[%s]" % self.footnote_number(m.group(1), self.fn_anon_refs),
-            text)
+        text = FNREF_RE.sub(lambda m: "[%s]" % self.footnote_number(m.group(1), self.fn_anon_refs), text)
         text = re.sub(r"(?<=\s)---(?=\s)", "\u2014", text)
         text = re.sub(r"\\ ", "", text)
         text = re.sub(r"\\(.)", r"\1", text)
@@ -265,18 +337,31 @@ class Converter:
             text = text.replace("{", "").replace("}", "")
         if name == "sup":
             return "^" + text
-        if name in ("func", "meth", "class", "attr", "data", "exc", "const",
-                    "mod", "obj", "expr", "member", "type", "macro", "struct"):
+        if name in (
+            "func",
+            "meth",
+            "class",
+            "attr",
+            "data",
+            "exc",
+            "const",
+            "mod",
+            "obj",
+            "expr",
+            "member",
+            "type",
+            "macro",
+            "struct",
+        ):
             text = text.lstrip(".")
         return text
 
     def inline(self, text):
-        text = re.sub(r"\|([\w-]+)\|_?",
-                      lambda m: self.subs.get(m.group(1), m.group(0)), text)
+        text = re.sub(r"\|([\w-]+)\|_?", lambda m: self.subs.get(m.group(1), m.group(0)), text)
         out = []
         pos = 0
         for m in INLINE_RE.finditer(text):
-            out.append(self.plain(text[pos:m.start()]))
+            out.append(self.plain(text[pos : m.start()]))
             pos = m.end()
             if m.group("lit"):
                 lit = re.sub(r"\s*\n\s*", " ", m.group("littext"))
@@ -323,8 +408,7 @@ class Converter:
             body = body[:-1]
         if not body:
             return []
-        return ([pad + "```" + lang] + [(pad + l) if l else "" for l in body]
-                + [pad + "```", ""])
+        return [pad + "```" + lang] + [(pad + l) if l else "" for l in body] + [pad + "```", ""]
 
     def table(self, rows, ind, out_ind=None):
         """Render an RST grid or simple table as a padded Markdown pipe table."""
@@ -332,8 +416,7 @@ class Converter:
         header_n = 0
         groups = []  # list of rows; a row is a list of cell texts
         if rows[0].startswith("+"):
-            cols = sorted({i for r in rows if GRID_BORDER_RE.match(r)
-                           for i, c in enumerate(r) if c == "+"})
+            cols = sorted({i for r in rows if GRID_BORDER_RE.match(r) for i, c in enumerate(r) if c == "+"})
             cur = []
             for r in rows[1:]:
                 if GRID_BORDER_RE.match(r):
@@ -355,11 +438,9 @@ class Converter:
                     continue
                 if not r.strip() or re.match(r"^\s*-+( +-+)*\s*$", r):
                     continue
-                cells = [r[a:b].strip() for a, b in
-                         zip(spans, spans[1:] + [len(r) + 1])]
+                cells = [r[a:b].strip() for a, b in zip(spans, spans[1:] + [len(r) + 1])]
                 if groups and not cells[0]:
-                    groups[-1] = [(g + "\n" + c).strip() for g, c in
-                                  zip(groups[-1], cells)]
+                    groups[-1] = [(g + "\n" + c).strip() for g, c in zip(groups[-1], cells)]
                 else:
                     groups.append(cells)
             if borders < 2:  # table without a header
@@ -379,6 +460,7 @@ class Converter:
 
         def fmt(g):
             return pad + "| " + " | ".join(c.ljust(w) for c, w in zip(g, widths)) + " |"
+
         out = [fmt(g) for g in groups[:header_n]]
         out.append(pad + "|" + "|".join("-" * (w + 2) for w in widths) + "|")
         out += [fmt(g) for g in groups[header_n:]]
@@ -412,7 +494,7 @@ class Converter:
             # merge spanned columns (no "|" at the boundary in this row)
             if any(len(l) > b and l[b] != "|" for l in lines) and b != cols[-1]:
                 continue
-            cells.append("\n".join(l[a + 1:b].strip() for l in lines).strip())
+            cells.append("\n".join(l[a + 1 : b].strip() for l in lines).strip())
             a = b
         return cells
 
@@ -425,8 +507,7 @@ class Converter:
         text = re.sub(r"\s*\n\s*", " ", text).strip()
         return text.replace("|", "\\|")
 
-    def convert(self, lines, level_map=None, base_level=1, headings=True,
-                stop=None):
+    def convert(self, lines, level_map=None, base_level=1, headings=True, stop=None):
         """Convert a list of RST lines to Markdown-ish lines."""
         out = []
         styles = [] if level_map is None else level_map
@@ -445,21 +526,26 @@ class Converter:
             # headings (top level only)
             if headings and ind == 0:
                 title = style = None
-                if (is_underline(line, "xxx") and i + 2 < n
-                        and is_underline(lines[i + 2], lines[i + 1].strip())
-                        and lines[i + 2].strip()[0] == line.strip()[0]):
+                if (
+                    is_underline(line, "xxx")
+                    and i + 2 < n
+                    and is_underline(lines[i + 2], lines[i + 1].strip())
+                    and lines[i + 2].strip()[0] == line.strip()[0]
+                ):
                     title, style, adv = lines[i + 1].strip(), (line[0], True), 3
-                elif (is_underline(nxt, line) and not EXPLICIT_RE.match(line)
-                      and (i == 0 or is_blank(lines[i - 1]))):
+                elif (
+                    is_underline(nxt, line)
+                    and not EXPLICIT_RE.match(line)
+                    and (i == 0 or is_blank(lines[i - 1]))
+                ):
                     title, style, adv = line.strip(), (nxt[0], False), 2
                 if title is not None:
                     if stop and title.startswith(stop):
                         # keep the file's footnotes, referenced from above
                         rest = lines[i:]
-                        fn = [k for k, l in enumerate(rest)
-                              if l.strip() == ".. rubric:: Footnotes"]
+                        fn = [k for k, l in enumerate(rest) if l.strip() == ".. rubric:: Footnotes"]
                         if fn:
-                            out += self.convert(rest[fn[-1]:], headings=False)
+                            out += self.convert(rest[fn[-1] :], headings=False)
                         break
                     if style not in styles:
                         styles.append(style)
@@ -475,8 +561,7 @@ class Converter:
                 fm = FOOTNOTE_DEF_RE.match(line)
                 block, j = self.take_block(lines, i + 1, ind)
                 if m:
-                    out += self.directive(m.group(2).lower(), m.group(3) or "",
-                                          block, ind)
+                    out += self.directive(m.group(2).lower(), m.group(3) or "", block, ind)
                 elif fm:
                     num = self.footnote_number(fm.group(2), self.fn_anon_defs)
                     body = [fm.group(3)] + dedent(block)
@@ -524,8 +609,7 @@ class Converter:
             para = lines[i:j]
             para = [re.sub(r"^(\s*)#\. ", r"\g<1>1. ", l) for l in para]
             # field lists / docinfo (":Author: X") -> "Author: X"
-            para = [re.sub(r"^(\s*):([A-Za-z][\w ]*):(\s|$)", r"\1\2:\3", l)
-                    for l in para]
+            para = [re.sub(r"^(\s*):([A-Za-z][\w ]*):(\s|$)", r"\1\2:\3", l) for l in para]
             literal = para[-1].rstrip().endswith("::")
             if literal:
                 last = para[-1].rstrip()
@@ -606,20 +690,20 @@ class Converter:
             return [pad + "**%s**" % self.inline(arg.strip()), ""] + body_lines() + [""]
         if name == "rubric":
             return [pad + "**%s**" % self.inline(arg.strip()), ""]
-        if name in ("versionadded", "versionchanged", "deprecated",
-                    "deprecated-removed"):
+        if name in ("versionadded", "versionchanged", "deprecated", "deprecated-removed"):
             parts = arg.split(None, 1)
             ver = parts[0] if parts else ""
             text = parts[1] if len(parts) > 1 else ""
             if name == "deprecated-removed":
                 vv = arg.split(None, 2)
-                ver = "%s, will be removed in version %s" % (vv[0], vv[1]) \
-                    if len(vv) > 1 else vv[0]
+                ver = "%s, will be removed in version %s" % (vv[0], vv[1]) if len(vv) > 1 else vv[0]
                 text = vv[2] if len(vv) > 2 else ""
-            lead = {"versionadded": "New in version %s",
-                    "versionchanged": "Changed in version %s",
-                    "deprecated": "Deprecated since version %s",
-                    "deprecated-removed": "Deprecated since version %s"}[name] % ver
+            lead = {
+                "versionadded": "New in version %s",
+                "versionchanged": "Changed in version %s",
+                "deprecated": "Deprecated since version %s",
+                "deprecated-removed": "Deprecated since version %s",
+            }[name] % ver
             conv = body_lines(text or None)
             if not conv:
                 return [pad + lead + ".", ""]
@@ -631,15 +715,17 @@ class Converter:
             args = [a for a in (parts[1].split(",") if len(parts) > 1 else []) if a]
             if args:
                 s = "Raises an auditing event %s with argument%s %s." % (
-                    ev, "s" if len(args) > 1 else "", ", ".join(args))
+                    ev,
+                    "s" if len(args) > 1 else "",
+                    ", ".join(args),
+                )
             else:
                 s = "Raises an auditing event %s with no arguments." % ev
             return [pad + s, ""]
         if name in OBJECT_PREFIX or name.startswith(("py:", "c:")):
             kind = name.split(":")[-1]
             prefix = OBJECT_PREFIX.get(kind, "")
-            sigs = [arg.rstrip("\\").strip()] + [s.strip().rstrip("\\").strip()
-                                                 for s in nonopts]
+            sigs = [arg.rstrip("\\").strip()] + [s.strip().rstrip("\\").strip() for s in nonopts]
             sigs = [s for s in sigs if s]
             out = [pad + "`%s%s`" % (prefix, s) for s in sigs] + [""]
             return out + body_lines(use_header=False) + [""]
@@ -648,6 +734,7 @@ class Converter:
 
 
 # --------------------------------------------------------------------------
+
 
 def tidy(lines):
     """Strip trailing spaces; collapse blank runs (1 in prose, 2 in code)."""
@@ -676,13 +763,15 @@ def tidy(lines):
 
 
 def build_document(conv, src, title, parts):
-    out = ["# " + title, "",
-           "*Converted from the Python %s documentation (Debian package "
-           "python3.11-doc); sources: %s. %s. Licensed under the PSF License "
-           "Agreement; code examples are also available under the Zero-Clause "
-           "BSD license.*" % (RELEASE, ", ".join(p[0].replace(".txt", "")
-                                                  for p in parts), COPYRIGHT),
-           ""]
+    out = [
+        "# " + title,
+        "",
+        "*Converted from the Python %s documentation (Debian package "
+        "python3.11-doc); sources: %s. %s. Licensed under the PSF License "
+        "Agreement; code examples are also available under the Zero-Clause "
+        "BSD license.*" % (RELEASE, ", ".join(p[0].replace(".txt", "") for p in parts), COPYRIGHT),
+        "",
+    ]
     for path, stop in parts:
         with open(os.path.join(src, path), encoding="utf-8") as f:
             lines = f.read().expandtabs(8).splitlines()
@@ -695,23 +784,25 @@ def build_document(conv, src, title, parts):
 def build_license(src):
     with open(os.path.join(src, "license.rst.txt"), encoding="utf-8") as f:
         text = f.read()
-    out = ["Python %s documentation: license texts" % RELEASE, "",
-           "The documents in docs/ are derived from the Python %s documentation"
-           % RELEASE,
-           "(see README.md for the sources used and a summary of the changes).",
-           "",
-           "Python and this documentation is:",
-           "",
-           "Copyright © 2001-2023 Python Software Foundation. All rights reserved.",
-           "Copyright © 2000 BeOpen.com. All rights reserved.",
-           "Copyright © 1995-2000 Corporation for National Research Initiatives. "
-           "All rights reserved.",
-           "Copyright © 1991-1995 Stichting Mathematisch Centrum. All rights reserved.",
-           ""]
-    for head in ("PSF LICENSE AGREEMENT FOR PYTHON |release|",
-                 "ZERO-CLAUSE BSD LICENSE FOR CODE IN THE PYTHON |release| DOCUMENTATION"):
-        m = re.search(re.escape(head) + r"\n-+\n\n\.\. parsed-literal::\n\n(.*?)\n\n\n",
-                      text, re.S)
+    out = [
+        "Python %s documentation: license texts" % RELEASE,
+        "",
+        "The documents in docs/ are derived from the Python %s documentation" % RELEASE,
+        "(see README.md for the sources used and a summary of the changes).",
+        "",
+        "Python and this documentation is:",
+        "",
+        "Copyright © 2001-2023 Python Software Foundation. All rights reserved.",
+        "Copyright © 2000 BeOpen.com. All rights reserved.",
+        "Copyright © 1995-2000 Corporation for National Research Initiatives. All rights reserved.",
+        "Copyright © 1991-1995 Stichting Mathematisch Centrum. All rights reserved.",
+        "",
+    ]
+    for head in (
+        "PSF LICENSE AGREEMENT FOR PYTHON |release|",
+        "ZERO-CLAUSE BSD LICENSE FOR CODE IN THE PYTHON |release| DOCUMENTATION",
+    ):
+        m = re.search(re.escape(head) + r"\n-+\n\n\.\. parsed-literal::\n\n(.*?)\n\n\n", text, re.S)
         if not m:
             raise SystemExit("could not find %r in license.rst.txt" % head)
         title = head.replace("|release|", RELEASE)
@@ -736,35 +827,33 @@ def check_questions(corpus_dir):
         offs = [m.start() for m in re.finditer(re.escape(q["answer"]), text)]
         if not any(abs(o / len(text) - q["position"]) <= 0.002 for o in offs):
             bad += 1
-            print("question %s: answer %r not found at position %s in %s"
-                  % (q["id"], q["answer"], q["position"], q["doc"]))
+            print(
+                "question %s: answer %r not found at position %s in %s"
+                % (q["id"], q["answer"], q["position"], q["doc"])
+            )
     print("questions.jsonl: %d questions, %d problems" % (len(items), bad))
     return bad
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--src", default=DEFAULT_SRC,
-                    help="Sphinx _sources directory (default: %(default)s)")
-    ap.add_argument("--out", default=HERE,
-                    help="corpus directory; documents go to OUT/docs "
-                         "(default: %(default)s)")
+    ap.add_argument("--src", default=DEFAULT_SRC, help="Sphinx _sources directory (default: %(default)s)")
+    ap.add_argument(
+        "--out", default=HERE, help="corpus directory; documents go to OUT/docs (default: %(default)s)"
+    )
     args = ap.parse_args(argv)
     if not os.path.isdir(args.src):
-        raise SystemExit("%s not found; run: apt-get install python3.11-doc"
-                         % args.src)
+        raise SystemExit("%s not found; run: apt-get install python3.11-doc" % args.src)
     conv = Converter(build_label_map(args.src))
     docs_dir = os.path.join(args.out, "docs")
     os.makedirs(docs_dir, exist_ok=True)
     for fname, title, parts in DOCUMENTS:
         text = build_document(conv, args.src, title, parts)
         assert "\x00" not in text
-        with open(os.path.join(docs_dir, fname), "w", encoding="utf-8",
-                  newline="\n") as f:
+        with open(os.path.join(docs_dir, fname), "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
         print("%-26s %8d chars %7d words" % (fname, len(text), len(text.split())))
-    with open(os.path.join(args.out, "LICENSE.txt"), "w", encoding="utf-8",
-              newline="\n") as f:
+    with open(os.path.join(args.out, "LICENSE.txt"), "w", encoding="utf-8", newline="\n") as f:
         f.write(build_license(args.src))
     if check_questions(args.out):
         sys.exit(1)

@@ -11,8 +11,10 @@ asks Ray for GPUs on a GPU cluster.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -155,7 +157,7 @@ class VLLMRayEngine:
             self.close()
             raise EngineError(f"vLLM engine failed to start: {exc}") from exc
         self._info = EngineInfo(
-            model=cfg.served_model_name or os.path.basename(str(loaded[0]["model"]).rstrip("/")),
+            model=cfg.served_model_name or Path(str(loaded[0]["model"])).name,
             max_model_len=cfg.max_model_len,
             replicas=cfg.replicas,
         )
@@ -177,7 +179,7 @@ class VLLMRayEngine:
             async with self._semaphores[index]:
                 return await self._actors[index].generate.remote(request)  # type: ignore[no-any-return]
         except ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause()
+            cause = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
             if isinstance(cause, RequestError):
                 raise RequestError(str(cause).splitlines()[-1]) from None
             raise EngineError(f"vLLM engine replica {index} failed: {exc}") from exc
@@ -191,10 +193,8 @@ class VLLMRayEngine:
         import ray
 
         for actor in self._actors:
-            try:
+            with contextlib.suppress(ray.exceptions.RayError):
                 ray.get(actor.shutdown.remote(), timeout=30)
-            except ray.exceptions.RayError:
-                pass
             ray.kill(actor)
         self._actors.clear()
         self._in_flight.clear()
