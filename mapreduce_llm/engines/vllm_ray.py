@@ -56,6 +56,7 @@ class VLLMEngineActor:
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             disable_log_stats=False,
+            **({"block_size": cfg.block_size} if cfg.block_size else {}),
             **cfg.engine_kwargs,
         )
         self._engine = AsyncLLM.from_engine_args(args)
@@ -116,6 +117,7 @@ class VLLMRayEngine:
         self._actors: list[Any] = []
         self._in_flight: list[int] = []
         self._info: EngineInfo | None = None
+        self._limits: tuple[asyncio.AbstractEventLoop, list[asyncio.Semaphore]] | None = None
 
     @property
     def info(self) -> EngineInfo:
@@ -161,7 +163,6 @@ class VLLMRayEngine:
             max_model_len=cfg.max_model_len,
             replicas=cfg.replicas,
         )
-        self._semaphores = [asyncio.Semaphore(cfg.max_concurrent_requests) for _ in self._actors]
         log.info(
             "engine.ready",
             model=self._info.model,
@@ -176,7 +177,7 @@ class VLLMRayEngine:
         index = min(range(len(self._actors)), key=self._in_flight.__getitem__)
         self._in_flight[index] += 1
         try:
-            async with self._semaphores[index]:
+            async with self._limit(index):
                 return await self._actors[index].generate.remote(request)  # type: ignore[no-any-return]
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
@@ -187,6 +188,13 @@ class VLLMRayEngine:
             raise EngineError(f"vLLM engine replica {index} died: {exc}") from exc
         finally:
             self._in_flight[index] -= 1
+
+    def _limit(self, index: int) -> asyncio.Semaphore:
+        """Per-replica cap on requests in flight, for the running event loop (a pool can serve several jobs)."""
+        loop = asyncio.get_running_loop()
+        if self._limits is None or self._limits[0] is not loop:
+            self._limits = (loop, [asyncio.Semaphore(self.config.max_concurrent_requests) for _ in self._actors])
+        return self._limits[1][index]
 
     def close(self) -> None:
         """Shut the engines down and release their Ray resources."""

