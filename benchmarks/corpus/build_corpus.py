@@ -56,7 +56,7 @@ DOCUMENTS = [
     # would push the document over 200k characters).
     (
         "python-tutorial.md",
-        "The Python Tutorial, chapters 1-9 (Python %s)" % VERSION,
+        f"The Python Tutorial, chapters 1-9 (Python {VERSION})",
         [
             ("tutorial/appetite.rst.txt", None),
             ("tutorial/interpreter.rst.txt", None),
@@ -71,7 +71,7 @@ DOCUMENTS = [
     ),
     (
         "python-data-model.md",
-        "The Python Language Reference: Data Model and Expressions (Python %s)" % VERSION,
+        f"The Python Language Reference: Data Model and Expressions (Python {VERSION})",
         [
             ("reference/datamodel.rst.txt", None),
             ("reference/expressions.rst.txt", None),
@@ -79,7 +79,7 @@ DOCUMENTS = [
     ),
     (
         "python-howtos.md",
-        "Python HOWTOs (Python %s)" % VERSION,
+        f"Python HOWTOs (Python {VERSION})",
         [
             ("howto/sorting.rst.txt", None),
             ("howto/logging.rst.txt", None),
@@ -90,7 +90,7 @@ DOCUMENTS = [
     ),
     (
         "python-builtin-types.md",
-        "The Python Standard Library: Built-in Functions and Built-in Types (Python %s)" % VERSION,
+        f"The Python Standard Library: Built-in Functions and Built-in Types (Python {VERSION})",
         [
             ("library/functions.rst.txt", None),
             # stdtypes is ~210 kB on its own; keep everything before the
@@ -309,11 +309,10 @@ class Converter:
 
     # ---- inline text
     def plain(self, text):
-        text = FNREF_RE.sub(lambda m: "[%s]" % self.footnote_number(m.group(1), self.fn_anon_refs), text)
+        text = FNREF_RE.sub(lambda m: f"[{self.footnote_number(m.group(1), self.fn_anon_refs)}]", text)
         text = re.sub(r"(?<=\s)---(?=\s)", "\u2014", text)
         text = re.sub(r"\\ ", "", text)
-        text = re.sub(r"\\(.)", r"\1", text)
-        return text
+        return re.sub(r"\\(.)", r"\1", text)
 
     def role(self, name, text):
         name = name.split(":")[-1]
@@ -322,7 +321,7 @@ class Converter:
         if name in ("pep", "rfc"):
             if m:
                 return m.group(1)
-            return "%s %s" % (name.upper(), text.split("#")[0])
+            return "{} {}".format(name.upper(), text.split("#")[0])
         if m and name != "abbr":
             return self.plain(m.group(1))
         if name in ("ref", "doc"):
@@ -365,14 +364,14 @@ class Converter:
             pos = m.end()
             if m.group("lit"):
                 lit = re.sub(r"\s*\n\s*", " ", m.group("littext"))
-                out.append("``%s``" % lit if "`" in lit else "`%s`" % lit)
+                out.append(f"``{lit}``" if "`" in lit else f"`{lit}`")
             elif m.group("role"):
                 out.append(self.role(m.group("rname"), m.group("rtext")))
             elif m.group("link"):
                 t = re.sub(r"\s*\n\s*", " ", m.group("ltext"))
                 lm = EXPL_RE.match(t)
                 if lm and lm.group(1):
-                    out.append("%s (%s)" % (self.plain(lm.group(1)), lm.group(2)))
+                    out.append(f"{self.plain(lm.group(1))} ({lm.group(2)})")
                 elif lm:
                     out.append(lm.group(2))
                 else:
@@ -438,9 +437,9 @@ class Converter:
                     continue
                 if not r.strip() or re.match(r"^\s*-+( +-+)*\s*$", r):
                     continue
-                cells = [r[a:b].strip() for a, b in zip(spans, spans[1:] + [len(r) + 1])]
+                cells = [r[a:b].strip() for a, b in zip(spans, [*spans[1:], len(r) + 1], strict=False)]
                 if groups and not cells[0]:
-                    groups[-1] = [(g + "\n" + c).strip() for g, c in zip(groups[-1], cells)]
+                    groups[-1] = [(g + "\n" + c).strip() for g, c in zip(groups[-1], cells, strict=False)]
                 else:
                     groups.append(cells)
             if borders < 2:  # table without a header
@@ -459,7 +458,7 @@ class Converter:
         pad = " " * (ind if out_ind is None else out_ind)
 
         def fmt(g):
-            return pad + "| " + " | ".join(c.ljust(w) for c, w in zip(g, widths)) + " |"
+            return pad + "| " + " | ".join(c.ljust(w) for c, w in zip(g, widths, strict=False)) + " |"
 
         out = [fmt(g) for g in groups[:header_n]]
         out.append(pad + "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -484,7 +483,7 @@ class Converter:
         out = [""]
         for it in items:
             out.append(pad + "- " + it[0] + (": " + ", ".join(it[1:]) if it[1:] else ""))
-        return out + [""]
+        return [*out, ""]
 
     @staticmethod
     def grid_row(lines, cols):
@@ -533,11 +532,7 @@ class Converter:
                     and lines[i + 2].strip()[0] == line.strip()[0]
                 ):
                     title, style, adv = lines[i + 1].strip(), (line[0], True), 3
-                elif (
-                    is_underline(nxt, line)
-                    and not EXPLICIT_RE.match(line)
-                    and (i == 0 or is_blank(lines[i - 1]))
-                ):
+                elif is_underline(nxt, line) and not EXPLICIT_RE.match(line) and (i == 0 or is_blank(lines[i - 1])):
                     title, style, adv = line.strip(), (nxt[0], False), 2
                 if title is not None:
                     if stop and title.startswith(stop):
@@ -564,12 +559,12 @@ class Converter:
                     out += self.directive(m.group(2).lower(), m.group(3) or "", block, ind)
                 elif fm:
                     num = self.footnote_number(fm.group(2), self.fn_anon_defs)
-                    body = [fm.group(3)] + dedent(block)
+                    body = [fm.group(3), *dedent(block)]
                     conv = self.convert(body, headings=False)
                     while conv and not conv[0].strip():
                         conv = conv[1:]
                     if conv:
-                        conv[0] = "[%s] %s" % (num, conv[0])
+                        conv[0] = f"[{num}] {conv[0]}"
                     out += [(" " * ind + l) if l else "" for l in conv] + [""]
                 # targets (.. _label:) and comments are dropped
                 i = j
@@ -629,7 +624,7 @@ class Converter:
                     k += 1
                 if k < n and indent_of(lines[k]) > pind:
                     block, i = self.take_block(lines, k, pind)
-                    out += [""] + self.fence(block, pind if para else ind, self.lang)
+                    out += ["", *self.fence(block, pind if para else ind, self.lang)]
                 elif k < n and lines[k].lstrip()[:1] in (">",):
                     pass  # quoted literal block: handled as doctest/paragraph
         return out
@@ -637,7 +632,7 @@ class Converter:
     def directive(self, name, arg, block, ind):
         pad = " " * ind
         # split block into header part (arg continuation + options) and body
-        header, body = [], block
+        header, _body = [], block
         k = 0
         while k < len(block) and not is_blank(block[k]):
             k += 1
@@ -660,13 +655,13 @@ class Converter:
             return [(pad + l) if l.strip() else "" for l in conv]
 
         if name in ("image", "figure"):
-            return [pad + "(Diagram omitted: %s)" % os.path.basename(arg.strip()), ""]
+            return [pad + f"(Diagram omitted: {os.path.basename(arg.strip())})", ""]
         if name in DROP_DIRECTIVES:
             if name == "highlight":
                 self.lang = LANGS.get(arg.strip(), arg.strip())
             return []
         if name in CODE_DIRECTIVES:
-            code = dedent(rest) if not nonopts else dedent(nonopts + [""] + rest)
+            code = dedent(rest) if not nonopts else dedent([*nonopts, "", *rest])
             if name == "productionlist":
                 code = [l.replace("`", "") for l in code]
                 lang = ""
@@ -684,19 +679,19 @@ class Converter:
             first = arg or None
             conv = body_lines(first)
             if conv and not re.match(r"\s*(```|\||[-*+] |\d+[.)] |`)", conv[0]):
-                return [pad + ADMONITIONS[name] + " " + conv[0].lstrip()] + conv[1:] + [""]
-            return [pad + ADMONITIONS[name]] + conv + [""]
+                return [pad + ADMONITIONS[name] + " " + conv[0].lstrip(), *conv[1:], ""]
+            return [pad + ADMONITIONS[name], *conv, ""]
         if name in ("admonition", "topic", "sidebar"):
-            return [pad + "**%s**" % self.inline(arg.strip()), ""] + body_lines() + [""]
+            return [pad + f"**{self.inline(arg.strip())}**", "", *body_lines(), ""]
         if name == "rubric":
-            return [pad + "**%s**" % self.inline(arg.strip()), ""]
+            return [pad + f"**{self.inline(arg.strip())}**", ""]
         if name in ("versionadded", "versionchanged", "deprecated", "deprecated-removed"):
             parts = arg.split(None, 1)
             ver = parts[0] if parts else ""
             text = parts[1] if len(parts) > 1 else ""
             if name == "deprecated-removed":
                 vv = arg.split(None, 2)
-                ver = "%s, will be removed in version %s" % (vv[0], vv[1]) if len(vv) > 1 else vv[0]
+                ver = f"{vv[0]}, will be removed in version {vv[1]}" if len(vv) > 1 else vv[0]
                 text = vv[2] if len(vv) > 2 else ""
             lead = {
                 "versionadded": "New in version %s",
@@ -708,29 +703,29 @@ class Converter:
             if not conv:
                 return [pad + lead + ".", ""]
             conv[0] = pad + lead + ": " + conv[0].lstrip()
-            return conv + [""]
+            return [*conv, ""]
         if name == "audit-event":
             parts = arg.split()
             ev = parts[0] if parts else ""
             args = [a for a in (parts[1].split(",") if len(parts) > 1 else []) if a]
             if args:
-                s = "Raises an auditing event %s with argument%s %s." % (
+                s = "Raises an auditing event {} with argument{} {}.".format(
                     ev,
                     "s" if len(args) > 1 else "",
                     ", ".join(args),
                 )
             else:
-                s = "Raises an auditing event %s with no arguments." % ev
+                s = f"Raises an auditing event {ev} with no arguments."
             return [pad + s, ""]
         if name in OBJECT_PREFIX or name.startswith(("py:", "c:")):
             kind = name.split(":")[-1]
             prefix = OBJECT_PREFIX.get(kind, "")
             sigs = [arg.rstrip("\\").strip()] + [s.strip().rstrip("\\").strip() for s in nonopts]
             sigs = [s for s in sigs if s]
-            out = [pad + "`%s%s`" % (prefix, s) for s in sigs] + [""]
+            out = [pad + f"`{prefix}{s}`" for s in sigs] + [""]
             return out + body_lines(use_header=False) + [""]
-        sys.stderr.write("warning: unknown directive %r kept as text\n" % name)
-        return body_lines(arg or None) + [""]
+        sys.stderr.write(f"warning: unknown directive {name!r} kept as text\n")
+        return [*body_lines(arg or None), ""]
 
 
 # --------------------------------------------------------------------------
@@ -766,10 +761,10 @@ def build_document(conv, src, title, parts):
     out = [
         "# " + title,
         "",
-        "*Converted from the Python %s documentation (Debian package "
-        "python3.11-doc); sources: %s. %s. Licensed under the PSF License "
+        "*Converted from the Python {} documentation (Debian package "
+        "python3.11-doc); sources: {}. {}. Licensed under the PSF License "
         "Agreement; code examples are also available under the Zero-Clause "
-        "BSD license.*" % (RELEASE, ", ".join(p[0].replace(".txt", "") for p in parts), COPYRIGHT),
+        "BSD license.*".format(RELEASE, ", ".join(p[0].replace(".txt", "") for p in parts), COPYRIGHT),
         "",
     ]
     for path, stop in parts:
@@ -785,9 +780,9 @@ def build_license(src):
     with open(os.path.join(src, "license.rst.txt"), encoding="utf-8") as f:
         text = f.read()
     out = [
-        "Python %s documentation: license texts" % RELEASE,
+        f"Python {RELEASE} documentation: license texts",
         "",
-        "The documents in docs/ are derived from the Python %s documentation" % RELEASE,
+        f"The documents in docs/ are derived from the Python {RELEASE} documentation",
         "(see README.md for the sources used and a summary of the changes).",
         "",
         "Python and this documentation is:",
@@ -804,7 +799,7 @@ def build_license(src):
     ):
         m = re.search(re.escape(head) + r"\n-+\n\n\.\. parsed-literal::\n\n(.*?)\n\n\n", text, re.S)
         if not m:
-            raise SystemExit("could not find %r in license.rst.txt" % head)
+            raise SystemExit(f"could not find {head!r} in license.rst.txt")
         title = head.replace("|release|", RELEASE)
         out += [title, "-" * len(title), ""]
         out += textwrap.dedent(m.group(1)).replace("|release|", RELEASE).splitlines()
@@ -828,8 +823,9 @@ def check_questions(corpus_dir):
         if not any(abs(o / len(text) - q["position"]) <= 0.002 for o in offs):
             bad += 1
             print(
-                "question %s: answer %r not found at position %s in %s"
-                % (q["id"], q["answer"], q["position"], q["doc"])
+                "question {}: answer {!r} not found at position {} in {}".format(
+                    q["id"], q["answer"], q["position"], q["doc"]
+                )
             )
     print("questions.jsonl: %d questions, %d problems" % (len(items), bad))
     return bad
@@ -838,12 +834,10 @@ def check_questions(corpus_dir):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--src", default=DEFAULT_SRC, help="Sphinx _sources directory (default: %(default)s)")
-    ap.add_argument(
-        "--out", default=HERE, help="corpus directory; documents go to OUT/docs (default: %(default)s)"
-    )
+    ap.add_argument("--out", default=HERE, help="corpus directory; documents go to OUT/docs (default: %(default)s)")
     args = ap.parse_args(argv)
     if not os.path.isdir(args.src):
-        raise SystemExit("%s not found; run: apt-get install python3.11-doc" % args.src)
+        raise SystemExit(f"{args.src} not found; run: apt-get install python3.11-doc")
     conv = Converter(build_label_map(args.src))
     docs_dir = os.path.join(args.out, "docs")
     os.makedirs(docs_dir, exist_ok=True)

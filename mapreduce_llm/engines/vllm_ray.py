@@ -131,7 +131,12 @@ class VLLMRayEngine:
         import ray
 
         cfg = self.config
-        env = {"VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_space_gib), "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_space_gib),
+            "TOKENIZERS_PARALLELISM": "false",
+            # vLLM logs every engine step at INFO; the job logs its own progress. Set it to INFO to see them.
+            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+        }
         for key in ("HF_HUB_OFFLINE", "MAPREDUCE_LLM_CACHE", "VLLM_CPU_OMP_THREADS_BIND"):
             if key in os.environ:
                 env[key] = os.environ[key]
