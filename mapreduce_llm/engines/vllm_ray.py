@@ -46,6 +46,8 @@ class VLLMEngineActor:
             from mapreduce_llm.model_store import ensure_embedded_model
 
             model = str(ensure_embedded_model())
+        extra: dict[str, Any] = {"block_size": cfg.block_size} if cfg.block_size else {}
+        extra.update(cfg.engine_kwargs)
         args = AsyncEngineArgs(
             model=model,
             served_model_name=cfg.served_model_name,
@@ -56,8 +58,7 @@ class VLLMEngineActor:
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             disable_log_stats=False,
-            **({"block_size": cfg.block_size} if cfg.block_size else {}),
-            **cfg.engine_kwargs,
+            **extra,
         )
         self._engine = AsyncLLM.from_engine_args(args)
         return {"model": model, "max_model_len": cfg.max_model_len, "pid": os.getpid()}
