@@ -157,12 +157,17 @@ def run(progress: bool | None, **kwargs: Any) -> None:
 @cli.command()
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per document instead of a table.")
-def plan(as_json: bool, **kwargs: Any) -> None:
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Count with tiktoken cl100k_base (no model needed): a quick estimate, exact only for OpenAI-family models.",
+)
+def plan(as_json: bool, estimate: bool, **kwargs: Any) -> None:
     """Show the chunks, requests and token counts of a job, without starting an engine."""
     from mapreduce_llm.runner import plan_job
 
     spec = _spec_from(**kwargs, need_output=False)
-    prompt, plans = plan_job(spec)
+    prompt, plans = plan_job(spec, estimate=estimate)
     if not as_json:
         click.echo(
             f"prompt {prompt.ref}, max_model_len {spec.engine.max_model_len}, "

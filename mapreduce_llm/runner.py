@@ -23,7 +23,7 @@ from mapreduce_llm.pipeline import Job
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptRef, resolve_prompt
 from mapreduce_llm.results import DocumentResult, JobSummary
-from mapreduce_llm.tokenization import HFTokenizer
+from mapreduce_llm.tokenization import HFTokenizer, TiktokenTokenizer, Tokenizer
 
 log = structlog.get_logger(__name__)
 
@@ -91,10 +91,14 @@ def run_job(
         return asyncio.run(Job(spec, prompt, tokenizer, started, on_result).run())
 
 
-def plan_job(spec: JobSpec) -> tuple[PromptRef, list[DocumentPlan | DocumentError]]:
-    """Plan every document of a job without starting an engine."""
+def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptRef, list[DocumentPlan | DocumentError]]:
+    """Plan every document of a job without starting an engine.
+
+    ``estimate``: count with tiktoken's cl100k_base instead of the served model's tokenizer — a quick
+    estimate that needs no model folder; exact for OpenAI-family tokenizers only.
+    """
     prompt = resolve_prompt(spec.prompt, spec.prompts_dir)
-    tokenizer = HFTokenizer(model_folder(spec.engine))
+    tokenizer: Tokenizer = TiktokenTokenizer() if estimate else HFTokenizer(model_folder(spec.engine))
     reserve = spec.sampling.reserved_output_tokens
     plans: list[DocumentPlan | DocumentError] = []
     for item in read_documents(spec.input, spec.limits.max_document_bytes):

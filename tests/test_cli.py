@@ -58,3 +58,13 @@ def test_prompts_list_and_show() -> None:
     assert listed.exit_code == 0 and "qa" in listed.output and "summarize" in listed.output
     shown = runner.invoke(cli, ["prompts", "show", "qa", "--dir", str(PROMPTS)])
     assert shown.exit_code == 0 and "NOT FOUND" in shown.output
+
+
+def test_plan_estimate_counts_with_tiktoken(tmp_path: Path) -> None:
+    """`plan --estimate` counts in cl100k_base tokens, which differ from the served model's counts."""
+    (tmp_path / "a.txt").write_text("Tokenizers disagree about unusual words like antidisestablishmentarianism. " * 300)
+    env = {"MAPREDUCE_LLM_PROMPTS": str(PROMPTS)}
+    exact = CliRunner().invoke(cli, ["plan", "--input", str(tmp_path), "--json"], env=env)
+    estimate = CliRunner().invoke(cli, ["plan", "--input", str(tmp_path), "--json", "--estimate"], env=env)
+    assert exact.exit_code == 0 and estimate.exit_code == 0, estimate.output
+    assert json.loads(exact.output)["tokens"] != json.loads(estimate.output)["tokens"]
