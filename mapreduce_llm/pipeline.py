@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -28,6 +29,7 @@ from mapreduce_llm.errors import BudgetError, DocumentError, EngineError, Reques
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptRef
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, reduce_tree
+from mapreduce_llm.registry import PromptSelection
 from mapreduce_llm.results import (
     SUMMARY_FILE,
     DocumentResult,
@@ -79,34 +81,84 @@ def error_result(err: DocumentError, prompt: PromptRef, model: str | None, sourc
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Params:
+    """Sampling of one prompt version, with the job spec's overrides applied."""
+
+    reserve: int
+    temperature: float
+    top_p: float
+    repetition_penalty: float
+
+
+class JobObserver(Protocol):
+    """Receives what a job does, as it happens (metrics exporters implement this)."""
+
+    def request_done(self, prompt: PromptRef, request: EngineRequest, output: EngineOutput | None) -> None:
+        """An engine request finished (``output`` None: it failed)."""
+
+    def document_done(self, result: DocumentResult, plan: DocumentPlan | None) -> None:
+        """A document finished, successfully or not (``plan`` None when it failed before planning)."""
+
+    def job_done(self, summary: JobSummary) -> None:
+        """The job finished or failed."""
+
+
+class _NoObserver:
+    def request_done(self, prompt: PromptRef, request: EngineRequest, output: EngineOutput | None) -> None:
+        pass
+
+    def document_done(self, result: DocumentResult, plan: DocumentPlan | None) -> None:
+        pass
+
+    def job_done(self, summary: JobSummary) -> None:
+        pass
+
+
 class Job:
-    """One run of a :class:`JobSpec` against an engine."""
+    """One run of a :class:`JobSpec` against an engine.
+
+    ``prompts`` decides each document's prompt version (pinned, labelled or a sticky rollout); a plain
+    :class:`PromptRef` runs that one version for every document.
+    """
 
     def __init__(
         self,
         spec: JobSpec,
-        prompt: PromptRef,
+        prompts: PromptSelection | PromptRef,
         tokenizer: Tokenizer,
         engine: Engine,
         on_result: Callable[[DocumentResult], None] | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         self.spec = spec
-        self.prompt = prompt
+        self.prompts = prompts if isinstance(prompts, PromptSelection) else PromptSelection(prompts.ref, prompts)
         self.tokenizer = tokenizer
         self.engine = engine
         self.on_result = on_result or (lambda _r: None)
+        self.observer: JobObserver = observer or _NoObserver()
         self.job_id = spec.resolved_job_id
         self._ids = itertools.count()
-        pf, override = prompt.file, spec.sampling
-        self.reserve = override.reserved_output_tokens or pf.reserved_output_tokens
-        self.temperature = pf.sampling.temperature if override.temperature is None else override.temperature
-        self.top_p = override.top_p or pf.sampling.top_p
-        self.repetition_penalty = override.repetition_penalty or pf.sampling.repetition_penalty
-        self.log = log.bind(job_id=self.job_id, prompt=prompt.task, prompt_version=prompt.version)
+        self.log = log.bind(job_id=self.job_id, prompt=self.prompts.reference)
+
+    def params(self, prompt: PromptRef) -> _Params:
+        """Sampling for a prompt version: the prompt file's defaults, overridden by the job spec."""
+        pf, override = prompt.file, self.spec.sampling
+        return _Params(
+            reserve=override.reserved_output_tokens or pf.reserved_output_tokens,
+            temperature=pf.sampling.temperature if override.temperature is None else override.temperature,
+            top_p=override.top_p or pf.sampling.top_p,
+            repetition_penalty=override.repetition_penalty or pf.sampling.repetition_penalty,
+        )
 
     # ---- one engine call ------------------------------------------------------------------------
     async def _call(
-        self, plan: DocumentPlan, stage: StageName, slot_ids: Sequence[int], acct: _Accounting
+        self,
+        plan: DocumentPlan,
+        prompt: PromptRef,
+        stage: StageName,
+        slot_ids: Sequence[int],
+        acct: _Accounting,
     ) -> EngineOutput:
         template = {
             "map": plan.map_template,
@@ -114,39 +166,43 @@ class Job:
             "reduce": plan.reduce_template,
         }[stage]
         ids = template.request_ids(list(slot_ids))
-        if len(ids) + self.reserve > plan.max_model_len:
+        params = self.params(prompt)
+        if len(ids) + params.reserve > plan.max_model_len:
             # Planning makes this impossible; if it ever happens it is a bug, not bad input.
             raise BudgetError(
-                f"internal error: a {stage} request of {len(ids)} tokens + {self.reserve} reserved exceeds "
+                f"internal error: a {stage} request of {len(ids)} tokens + {params.reserve} reserved exceeds "
                 f"max_model_len {plan.max_model_len} for document {plan.document.id!r}; please report it"
             )
         request = EngineRequest(
             request_id=f"{self.job_id}:{next(self._ids)}:{stage}",
             prompt_token_ids=ids,
-            max_tokens=self.reserve,
+            max_tokens=params.reserve,
             stage=stage,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            repetition_penalty=params.repetition_penalty,
             seed=self.spec.engine.seed,
         )
         try:
             out = await self.engine.generate(request)
         except RequestError as exc:
+            self.observer.request_done(prompt, request, None)
             raise DocumentError(
                 f"{plan.document.source}: the engine rejected a {stage} request: {exc}",
                 document_id=plan.document.id,
                 code="engine_request",
             ) from None
         acct.add(stage, out)
+        self.observer.request_done(prompt, request, out)
         return out
 
     def _partial(self, out: EngineOutput, sources: tuple[SourceSpan, ...]) -> Partial:
         text = out.text.strip()
         return Partial(text, tuple(self.tokenizer.encode_data(text)), sources, out.mean_logprob)
 
-    def _is_not_found(self, partial: Partial) -> bool:
-        pf = self.prompt.file
+    @staticmethod
+    def _is_not_found(prompt: PromptRef, partial: Partial) -> bool:
+        pf = prompt.file
         if pf.not_found is None:
             return False
         if partial.text.upper().startswith(pf.not_found.upper()):
@@ -155,60 +211,61 @@ class Job:
         return threshold is not None and partial.mean_logprob is not None and partial.mean_logprob < threshold
 
     # ---- one document ---------------------------------------------------------------------------
-    async def process(self, doc: Document) -> DocumentResult:
+    async def process(self, doc: Document) -> tuple[DocumentResult, DocumentPlan]:
         """Plan, map and reduce one document; DocumentError is turned into an error record by the caller."""
         started = time.perf_counter()
         acct = _Accounting()
-        dlog = self.log.bind(document_id=doc.id)
+        prompt = self.prompts.choose(doc.id)
+        dlog = self.log.bind(document_id=doc.id, prompt_version=prompt.version)
         plan = await asyncio.to_thread(
             plan_document,
             doc,
-            self.prompt,
+            prompt,
             self.tokenizer,
             self.engine.info.max_model_len,
             self.spec.chunking,
-            self.reserve,
+            self.params(prompt).reserve,
         )
         planned = time.perf_counter()
         dlog.debug("document.planned", chunks=len(plan.chunks), chunk_budget=plan.chunk_budget)
 
         async def map_chunk(index: int) -> Partial:
             chunk = plan.chunks[index]
-            out = await self._call(plan, "map", chunk.token_ids, acct)
+            out = await self._call(plan, prompt, "map", chunk.token_ids, acct)
             return self._partial(out, (SourceSpan(index, chunk.start, chunk.end),))
 
         partials = list(await asyncio.gather(*(map_chunk(i) for i in range(len(plan.chunks)))))
         mapped = time.perf_counter()
-        kept = [p for p in partials if p.text and not self._is_not_found(p)]
+        kept = [p for p in partials if p.text and not self._is_not_found(prompt, p)]
 
         async def reduce_call(stage: ReduceStage, slot: list[int], group: Sequence[Partial], level: int) -> Partial:
-            out = await self._call(plan, stage, slot, acct)
+            out = await self._call(plan, prompt, stage, slot, acct)
             sources = tuple(s for p in group for s in p.sources)
             dlog.debug("document.reduce_call", stage=stage, level=level, inputs=len(group))
             return self._partial(out, sources)
 
         not_found = None
-        if self.prompt.file.not_found is not None:
+        if prompt.file.not_found is not None:
             not_found = not kept
         if not kept:
-            if self.prompt.file.not_found is None:
+            if prompt.file.not_found is None:
                 raise DocumentError(
                     f"{doc.source}: the model returned empty outputs for all {len(partials)} chunks; "
                     "check the prompt or raise reserved_output_tokens",
                     document_id=doc.id,
                     code="empty_output",
                 )
-            final, levels = Partial(self.prompt.file.not_found, (), ()), 0
+            final, levels = Partial(prompt.file.not_found, (), ()), 0
         else:
             final, levels = await reduce_tree(kept, plan, self.tokenizer, reduce_call, self.spec.reduce.max_levels)
         finished = time.perf_counter()
         spans = sorted({(s.chunk, s.start, s.end) for s in final.sources})
-        return DocumentResult(
+        result = DocumentResult(
             id=doc.id,
             status="ok",
             output=final.text,
             source=doc.source,
-            prompt=PromptInfo(name=self.prompt.task, version=self.prompt.version),
+            prompt=PromptInfo(name=prompt.task, version=prompt.version),
             model=self.engine.info.model,
             question=doc.question,
             chunks=len(plan.chunks),
@@ -225,6 +282,7 @@ class Job:
             ),
             metadata=doc.metadata,
         )
+        return result, plan
 
     # ---- the whole job --------------------------------------------------------------------------
     async def run(self) -> JobSummary:
@@ -232,21 +290,23 @@ class Job:
         started_at = time.time()
         model = self.engine.info.model
         sink = ResultLog(self.spec.output)
-        previous = sink.previous_successes(self.prompt.ref, model)
+        previous = sink.previous_successes(model)
         results: dict[int, DocumentResult] = {}
         resumed = 0
         slots = asyncio.Semaphore(self.spec.limits.max_documents_in_flight)
         tasks: set[asyncio.Task[None]] = set()
         self.log.info("job.start", input=str(self.spec.input), model=model, resumable=len(previous))
 
-        def record(index: int, result: DocumentResult, *, fresh: bool = True) -> None:
+        def record(index: int, result: DocumentResult, plan: DocumentPlan | None = None, *, fresh: bool = True) -> None:
             results[index] = result
             if fresh:
                 sink.append(result)
+                self.observer.document_done(result, plan)
             self.on_result(result)
             self.log.info(
                 "document.done",
                 document_id=result.id,
+                prompt_version=result.prompt.version if result.prompt else None,
                 status=result.status,
                 error_code=result.error.code if result.error else None,
                 chunks=result.chunks,
@@ -256,9 +316,9 @@ class Job:
 
         async def guarded(index: int, doc: Document) -> None:
             try:
-                record(index, await self.process(doc))
+                record(index, *await self.process(doc))
             except DocumentError as err:
-                record(index, error_result(err, self.prompt, model, doc.source))
+                record(index, error_result(err, self.prompts.choose(doc.id), model, doc.source))
             finally:
                 slots.release()
 
@@ -266,10 +326,11 @@ class Job:
         try:
             for index, item in enumerate(read_documents(self.spec.input, self.spec.limits.max_document_bytes)):
                 if isinstance(item, DocumentError):
-                    record(index, error_result(item, self.prompt, model, item.source))
+                    record(index, error_result(item, self.prompts.choose(item.document_id), model, item.source))
                     continue
                 reused = previous.get((item.id, item.source))
-                if reused is not None:
+                chosen = self.prompts.choose(item.id)
+                if reused is not None and reused.prompt == PromptInfo(name=chosen.task, version=chosen.version):
                     resumed += 1
                     record(index, reused, fresh=False)
                     continue
@@ -292,6 +353,7 @@ class Job:
                 await asyncio.gather(*tasks, return_exceptions=True)
         ordered = [results[i] for i in sorted(results)]
         summary = self._summary(ordered, started_at, resumed, fatal)
+        self.observer.job_done(summary)
         if fatal is None:
             sink.finish(ordered, summary)
         else:
@@ -314,7 +376,10 @@ class Job:
             status="completed" if fatal is None else "failed",
             input=str(self.spec.input),
             output=str(self.spec.output),
-            prompt=self.prompt.ref,
+            prompt=self.prompts.reference,
+            documents_by_version=dict(
+                Counter(f"{r.prompt.name}@{r.prompt.version}" for r in results if r.prompt is not None)
+            ),
             model=self.engine.info.model,
             max_model_len=self.engine.info.max_model_len,
             started_at=started_at,

@@ -25,6 +25,7 @@ class DocumentPlan:
     """Everything needed to run one document, with exact token counts."""
 
     document: Document
+    prompt: PromptRef
     chunks: list[Chunk]
     map_template: StageTemplate
     collapse_template: StageTemplate
@@ -96,8 +97,16 @@ def plan_document(
             )
     max_tokens = min(plan_budget, chunking.max_chunk_tokens or plan_budget)
     chunks = chunk_text(document.id, document.text, tokenizer, max_tokens, chunking.min_chunk_fraction)
+    if not chunks:
+        raise DocumentError(
+            f"{document.source}: the model's tokenizer reads no tokens in this text (its {len(document.text)} "
+            "characters are all ones it drops, such as control characters); check the document's encoding",
+            document_id=document.id,
+            code="no_tokens",
+        )
     return DocumentPlan(
         document=document,
+        prompt=prompt,
         chunks=chunks,
         map_template=templates["map"],
         collapse_template=templates["collapse"],

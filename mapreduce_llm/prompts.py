@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mapreduce_llm.errors import ConfigError, PromptError
+from mapreduce_llm.errors import PromptError
 from mapreduce_llm.tokenization import Tokenizer
 
 Stage = Literal["map", "collapse", "reduce"]
@@ -227,34 +227,6 @@ def list_tasks(prompts_dir: Path) -> list[str]:
     if not prompts_dir.is_dir():
         return []
     return sorted(p.name for p in prompts_dir.iterdir() if p.is_dir() and list_versions(prompts_dir, p.name))
-
-
-def resolve_prompt(reference: str, prompts_dir: Path | None = None) -> PromptRef:
-    """Resolve ``TASK`` (latest version) or ``TASK@VERSION`` to a validated prompt file."""
-    root = prompts_dir or default_prompts_dir()
-    task, _, version = reference.partition("@")
-    if not task:
-        raise ConfigError(f"prompt reference {reference!r} has no task; use TASK or TASK@VERSION", parameter="prompt")
-    versions = list_versions(root, task)
-    if not versions:
-        tasks = list_tasks(root)
-        raise ConfigError(
-            f"no prompt task {task!r} in {root}; available: {', '.join(tasks) or '(none)'}",
-            parameter="prompt",
-            value=reference,
-        )
-    if not version:
-        version = versions[-1]
-    elif not VERSION_RE.match(version):
-        raise ConfigError(f"prompt version must look like 1.2.3, got {version!r} in {reference!r}", parameter="prompt")
-    elif version not in versions:
-        raise ConfigError(
-            f"prompt {task} has no version {version}; released versions: {', '.join(versions)}",
-            parameter="prompt",
-            value=reference,
-        )
-    path = root / task / f"{version}.yaml"
-    return PromptRef(task=task, version=version, path=path, file=load_prompt_file(path))
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,9 @@ class JobSummary(_Record):
     input: str
     output: str
     prompt: str
-    """The prompt reference the job ran (``task@version``)."""
+    """The prompt reference the job ran: ``task``, ``task@label`` or ``task@version``."""
+    documents_by_version: dict[str, int] = Field(default_factory=dict)
+    """Documents per prompt version that ran them (``task@version``), e.g. under a canary rollout."""
     model: str | None
     max_model_len: int
     started_at: float
@@ -151,9 +153,9 @@ class ResultLog:
         self._partial = self.dir / PARTIAL_FILE
         self._fh = self._partial.open("a", encoding="utf-8")
 
-    def previous_successes(self, prompt: str, model: str | None) -> dict[tuple[str, str | None], DocumentResult]:
-        """Successful results of an earlier run of this job with the same prompt version and model,
-        keyed by (id, source)."""
+    def previous_successes(self, model: str | None) -> dict[tuple[str, str | None], DocumentResult]:
+        """Successful results of an earlier run of this job with the same model, keyed by (id, source);
+        the caller reuses one only if its prompt version is the one the document gets now."""
         found: dict[tuple[str, str | None], DocumentResult] = {}
         for path in (self.dir / RESULTS_FILE, self._partial):
             if not path.is_file():
@@ -163,8 +165,7 @@ class ResultLog:
                     rec = DocumentResult.model_validate_json(line)
                 except ValueError:
                     continue  # a line cut short by a crash
-                same_prompt = rec.prompt is not None and f"{rec.prompt.name}@{rec.prompt.version}" == prompt
-                if rec.status == "ok" and same_prompt and rec.model == model:
+                if rec.status == "ok" and rec.model == model:
                     found[(rec.id, rec.source)] = rec
         return found
 

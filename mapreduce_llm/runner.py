@@ -19,9 +19,9 @@ from mapreduce_llm.documents import read_documents
 from mapreduce_llm.engines.base import Engine
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
-from mapreduce_llm.pipeline import Job
+from mapreduce_llm.pipeline import Job, JobObserver
 from mapreduce_llm.planning import DocumentPlan, plan_document
-from mapreduce_llm.prompts import PromptRef, resolve_prompt
+from mapreduce_llm.registry import PromptSelection, select_prompts
 from mapreduce_llm.results import DocumentResult, JobSummary
 from mapreduce_llm.tokenization import HFTokenizer, TiktokenTokenizer, Tokenizer
 
@@ -70,6 +70,7 @@ def run_job(
     spec: JobSpec,
     on_result: Callable[[DocumentResult], None] | None = None,
     engine: Engine | None = None,
+    observer: JobObserver | None = None,
 ) -> JobSummary:
     """Run a job end to end on vLLM engines in Ray; returns its summary (also written to summary.json).
 
@@ -78,26 +79,26 @@ def run_job(
     """
     from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
 
-    prompt = resolve_prompt(spec.prompt, spec.prompts_dir)
+    prompts = select_prompts(spec.prompt, spec.prompts_dir)
     if not spec.input.exists():
         raise ConfigError(f"input {spec.input} does not exist; check the path", parameter="input")
     folder = model_folder(spec.engine)
     tokenizer = HFTokenizer(folder)
     if engine is not None:
-        return asyncio.run(Job(spec, prompt, tokenizer, engine, on_result).run())
+        return asyncio.run(Job(spec, prompts, tokenizer, engine, on_result, observer).run())
     engine_model = "embedded" if spec.engine.model is None else str(folder)
     config = spec.engine.model_copy(update={"served_model_name": served_name(spec.engine, folder)})
     with ray_session(), VLLMRayEngine(config, model=engine_model) as started:
-        return asyncio.run(Job(spec, prompt, tokenizer, started, on_result).run())
+        return asyncio.run(Job(spec, prompts, tokenizer, started, on_result, observer).run())
 
 
-def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptRef, list[DocumentPlan | DocumentError]]:
+def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, list[DocumentPlan | DocumentError]]:
     """Plan every document of a job without starting an engine.
 
     ``estimate``: count with tiktoken's cl100k_base instead of the served model's tokenizer — a quick
     estimate that needs no model folder; exact for OpenAI-family tokenizers only.
     """
-    prompt = resolve_prompt(spec.prompt, spec.prompts_dir)
+    prompts = select_prompts(spec.prompt, spec.prompts_dir)
     tokenizer: Tokenizer = TiktokenTokenizer() if estimate else HFTokenizer(model_folder(spec.engine))
     reserve = spec.sampling.reserved_output_tokens
     plans: list[DocumentPlan | DocumentError] = []
@@ -106,8 +107,9 @@ def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptRef, list[Doc
             plans.append(item)
             continue
         try:
+            prompt = prompts.choose(item.id)
             plans.append(plan_document(item, prompt, tokenizer, spec.engine.max_model_len, spec.chunking, reserve))
         except DocumentError as err:
             err.source = err.source or item.source
             plans.append(err)
-    return prompt, plans
+    return prompts, plans

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +15,8 @@ from mapreduce_llm.documents import Document
 from mapreduce_llm.engines.base import EngineRequest
 from mapreduce_llm.errors import DocumentError
 from mapreduce_llm.pipeline import Job
-from mapreduce_llm.prompts import Message, PromptFile, PromptRef, resolve_prompt
+from mapreduce_llm.prompts import Message, PromptFile, PromptRef
+from mapreduce_llm.registry import select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 from tests.fakes import FakeEngine
@@ -27,8 +29,7 @@ def _spec(tmp_path: Path, source: Path, prompt: str = "summarize", **extra: obje
 
 
 def _run(spec: JobSpec, engine: FakeEngine, tokenizer: HFTokenizer) -> list[dict[str, object]]:
-    prompt = resolve_prompt(spec.prompt, spec.prompts_dir)
-    asyncio.run(Job(spec, prompt, tokenizer, engine).run())
+    asyncio.run(Job(spec, select_prompts(spec.prompt, spec.prompts_dir), tokenizer, engine).run())
     return [json.loads(line) for line in (spec.output / "results.jsonl").read_text().splitlines()]
 
 
@@ -176,12 +177,39 @@ def test_no_request_ever_exceeds_the_context(
     job = Job(spec, prompt, tokenizer, engine)
     doc = Document(id="h", text=text, question=question, source="generated")
     try:
-        result = asyncio.run(job.process(doc))
+        result, _ = asyncio.run(job.process(doc))
     except DocumentError as err:
-        assert err.code in {"prompt_too_long", "reduce_budget"}
+        assert err.code in {"prompt_too_long", "reduce_budget", "no_tokens"}
         return
     finally:
         assert not engine.violations
         for req in engine.requests:
             assert len(req.prompt_token_ids) + req.max_tokens <= max_model_len
     assert result.status == "ok"
+
+
+def test_canary_rollout_over_forty_documents(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """qa at a 50% canary: both versions run, about half each, and a rerun gives every document the same one."""
+    import shutil
+
+    from mapreduce_llm.registry import set_rollout
+
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, prompts)
+    set_rollout(prompts, "qa", "1.1.0", 50)
+    src = tmp_path / "qa.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"id": f"doc-{i}", "text": f"Item {i} costs {i} euros.", "question": "Price?"}) + "\n"
+            for i in range(40)
+        )
+    )
+    spec = JobSpec.model_validate({"input": src, "output": tmp_path / "run1", "prompt": "qa", "prompts_dir": prompts})
+    engine = FakeEngine(tokenizer, respond=lambda req: "It costs some euros.")
+    first = _run(spec, engine, tokenizer)
+    versions = Counter(r["prompt"]["version"] for r in first)
+    assert set(versions) == {"1.0.0", "1.1.0"} and 12 <= versions["1.1.0"] <= 28
+    summary = json.loads((tmp_path / "run1" / "summary.json").read_text())
+    assert summary["documents_by_version"] == {f"qa@{v}": n for v, n in versions.items()}
+    rerun = _run(spec.model_copy(update={"output": tmp_path / "run2"}), engine, tokenizer)
+    assert [(r["id"], r["prompt"]) for r in rerun] == [(r["id"], r["prompt"]) for r in first]

@@ -12,8 +12,8 @@ from mapreduce_llm.prompts import (
     list_tasks,
     load_prompt_file,
     render_stage,
-    resolve_prompt,
 )
+from mapreduce_llm.registry import resolve_prompt
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 
@@ -64,14 +64,14 @@ def test_invalid_prompt_files_name_file_and_field(tmp_path: Path, change: dict[s
 
 
 def test_references_resolve_to_latest_or_pinned(tmp_path: Path) -> None:
-    """TASK picks the highest semantic version; TASK@VERSION pins; unknown ones fail clearly."""
+    """Without labels TASK picks the highest version; TASK@VERSION pins; unknown versions and labels fail clearly."""
     _write(tmp_path, BASE, "1.2.0")
     _write(tmp_path, BASE, "1.10.0")
     assert resolve_prompt("t", tmp_path).version == "1.10.0"
     assert resolve_prompt("t@1.2.0", tmp_path).version == "1.2.0"
     with pytest.raises(ConfigError, match=r"released versions: 1\.2\.0, 1\.10\.0"):
         resolve_prompt("t@2.0.0", tmp_path)
-    with pytest.raises(ConfigError, match=r"must look like 1\.2\.3"):
+    with pytest.raises(ConfigError, match="no label 'latest'"):
         resolve_prompt("t@latest", tmp_path)
     with pytest.raises(ConfigError, match="available: t"):
         resolve_prompt("nope", tmp_path)

@@ -11,8 +11,8 @@ import pytest
 from mapreduce_llm.config import ChunkingConfig
 from mapreduce_llm.documents import Document
 from mapreduce_llm.planning import plan_document
-from mapreduce_llm.prompts import resolve_prompt
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, pack, reduce_tree, resplit
+from mapreduce_llm.registry import resolve_prompt
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 
@@ -98,3 +98,13 @@ def test_max_levels_fails_the_document(tokenizer: HFTokenizer, tmp_path: Path) -
     leaves = [Partial("y" * 200, tuple(range(200)), ()) for _ in plan.chunks]
     with pytest.raises(DocumentError, match=r"reduce.max_levels=1"):
         asyncio.run(reduce_tree(leaves, plan, tokenizer, call, max_levels=1))
+
+
+def test_text_the_tokenizer_drops_is_a_document_error(tokenizer: HFTokenizer) -> None:
+    """A document whose characters the tokenizer all drops is refused with its own code."""
+    from mapreduce_llm.errors import DocumentError
+
+    prompt = resolve_prompt("summarize", PROMPTS)
+    with pytest.raises(DocumentError, match="reads no tokens") as info:
+        plan_document(Document(id="c", text="\x06\x06", source="m"), prompt, tokenizer, 2048, ChunkingConfig())
+    assert info.value.code == "no_tokens"

@@ -67,6 +67,7 @@ class VLLMEngineActor:
         """Run one request to completion on this engine."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind
 
         params = SamplingParams(
             max_tokens=request.max_tokens,
@@ -75,6 +76,8 @@ class VLLMEngineActor:
             repetition_penalty=request.repetition_penalty,
             seed=request.seed,
             logprobs=0,
+            # Only the finished output crosses back: no per-token objects in this actor's event loop.
+            output_kind=RequestOutputKind.FINAL_ONLY,
         )
         started = time.perf_counter()
         final = None

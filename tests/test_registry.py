@@ -1,0 +1,146 @@
+"""The prompt registry: references, labels, sticky rollouts, and the lock that keeps releases immutable."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mapreduce_llm.cli import cli
+from mapreduce_llm.errors import ConfigError, PromptError
+from mapreduce_llm.registry import (
+    bucket,
+    check_lock,
+    load_labels,
+    promote,
+    select_prompts,
+    set_rollout,
+)
+from tests.conftest import PROMPTS
+
+
+@pytest.fixture
+def prompts(tmp_path: Path) -> Path:
+    """A private copy of the shipped prompts/ folder to edit."""
+    root = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, root)
+    return root
+
+
+def test_shipped_prompts_pass_the_check() -> None:
+    """Every shipped version is released and unchanged (what CI checks)."""
+    assert check_lock(PROMPTS) == []
+    result = CliRunner().invoke(cli, ["prompts", "check", "--dir", str(PROMPTS)])
+    assert result.exit_code == 0, result.output
+
+
+def test_editing_a_released_version_fails_the_check(prompts: Path) -> None:
+    """An edited release is named by `prompts check`, which exits non-zero."""
+    path = prompts / "qa" / "1.0.0.yaml"
+    path.write_text(path.read_text().replace("one short sentence", "two sentences"))
+    problems = check_lock(prompts)
+    assert len(problems) == 1 and str(path) in problems[0] and "released version was edited" in problems[0]
+    result = CliRunner().invoke(cli, ["prompts", "check", "--dir", str(prompts)])
+    assert result.exit_code == 1 and str(path) in result.output
+
+
+def test_new_version_needs_release_then_passes(prompts: Path) -> None:
+    """A new version file is reported until `prompts lock` releases it; lock never rewrites old entries."""
+    shutil.copy(prompts / "qa" / "1.1.0.yaml", prompts / "qa" / "1.2.0.yaml")
+    assert any("qa/1.2.0.yaml: not in prompts.lock" in p for p in check_lock(prompts))
+    result = CliRunner().invoke(cli, ["prompts", "lock", "--dir", str(prompts)])
+    assert result.exit_code == 0 and "qa/1.2.0.yaml" in result.output
+    assert check_lock(prompts) == []
+    (prompts / "qa" / "1.0.0.yaml").write_text("description: changed\n")
+    CliRunner().invoke(cli, ["prompts", "lock", "--dir", str(prompts)])
+    assert any("released version was edited" in p for p in check_lock(prompts))
+
+
+def test_deleting_a_release_fails_the_check(prompts: Path) -> None:
+    """Released versions are kept: deleting one is reported."""
+    (prompts / "summarize" / "1.0.0.yaml").unlink()
+    assert any("was deleted" in p for p in check_lock(prompts))
+
+
+def test_references_pin_label_or_roll_out(prompts: Path) -> None:
+    """TASK@VERSION pins, TASK@LABEL follows the label, TASK without rollout is production."""
+    assert select_prompts("qa@1.1.0", prompts).base.version == "1.1.0"
+    assert select_prompts("qa@canary", prompts).base.version == "1.1.0"
+    assert select_prompts("qa@production", prompts).base.version == "1.0.0"
+    plain = select_prompts("qa", prompts)
+    assert plain.base.version == "1.0.0" and not plain.splits
+    with pytest.raises(ConfigError, match="no label 'beta'"):
+        select_prompts("qa@beta", prompts)
+    with pytest.raises(ConfigError, match=r"no version 9\.9\.9"):
+        select_prompts("qa@9.9.9", prompts)
+
+
+def test_rollout_is_sticky_and_proportional(prompts: Path) -> None:
+    """At 50% about half the documents get the canary; each document keeps its version across loads."""
+    set_rollout(prompts, "qa", "1.1.0", 50)
+    ids = [f"doc-{i}" for i in range(2000)]
+    first = {i: select_prompts("qa", prompts).choose(i).version for i in ids}
+    again = {i: select_prompts("qa", prompts).choose(i).version for i in ids}
+    assert first == again
+    share = Counter(first.values())["1.1.0"] / len(ids)
+    assert 0.45 < share < 0.55
+
+
+def test_raising_a_weight_only_moves_documents_into_the_split(prompts: Path) -> None:
+    """Going from 10% to 30% keeps every 10% document on the canary."""
+    ids = [f"doc-{i}" for i in range(3000)]
+    set_rollout(prompts, "qa", "1.1.0", 10)
+    at10 = {i for i in ids if select_prompts("qa", prompts).choose(i).version == "1.1.0"}
+    set_rollout(prompts, "qa", "1.1.0", 30)
+    at30 = {i for i in ids if select_prompts("qa", prompts).choose(i).version == "1.1.0"}
+    assert at10 < at30 and 0.25 < len(at30) / len(ids) < 0.35
+
+
+def test_bucket_depends_on_task_and_id() -> None:
+    """Buckets are a stable function of task and document id."""
+    assert bucket("qa", "a") == bucket("qa", "a")
+    assert len({bucket("qa", f"d{i}") for i in range(100)}) > 90
+
+
+def test_promote_and_rollout_edit_labels_only(prompts: Path) -> None:
+    """`promote` and `rollout` change labels.yaml and no other file."""
+    before = {p: p.read_bytes() for p in prompts.rglob("*") if p.is_file() and p.name != "labels.yaml"}
+    runner = CliRunner()
+    r1 = runner.invoke(cli, ["prompts", "promote", "qa", "1.1.0", "--label", "production", "--dir", str(prompts)])
+    r2 = runner.invoke(cli, ["prompts", "rollout", "qa", "--version", "1.0.0", "--weight", "20", "--dir", str(prompts)])
+    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
+    assert load_labels(prompts, "qa").labels["production"] == "1.1.0"
+    assert {p: p.read_bytes() for p in before} == before
+    assert check_lock(prompts) == []
+
+
+def test_bad_labels_are_named(prompts: Path) -> None:
+    """A label pointing at a missing version, or weights over 100%, name labels.yaml and the field."""
+    (prompts / "qa" / "labels.yaml").write_text("labels: {production: 3.0.0}\n")
+    with pytest.raises(PromptError, match=r"label 'production' points at 3\.0\.0"):
+        load_labels(prompts, "qa")
+    (prompts / "qa" / "labels.yaml").write_text(
+        "labels: {production: 1.0.0}\nrollout: {splits: [{version: 1.1.0, weight: 70}, {version: 1.0.0, weight: 40}]}\n"
+    )
+    with pytest.raises(PromptError, match="over 100%"):
+        load_labels(prompts, "qa")
+    with pytest.raises(ConfigError, match="weight must be a percentage"):
+        set_rollout(prompts, "summarize", "1.0.0", 150)
+    with pytest.raises(ConfigError, match=r"no version 2\.0\.0"):
+        promote(prompts, "qa", "2.0.0", "canary")
+
+
+def test_diff_and_render(prompts: Path, tmp_path: Path) -> None:
+    """`diff` shows what changed between versions; `render` prints the exact map prompt for a document."""
+    runner = CliRunner()
+    diff = runner.invoke(cli, ["prompts", "diff", "qa@1.0.0", "qa@canary", "--dir", str(prompts)])
+    assert diff.exit_code == 0 and "+++ qa@1.1.0" in diff.output and "Question again" in diff.output
+    doc = tmp_path / "d.jsonl"
+    doc.write_text('{"id": "x", "text": "The sky is blue.", "question": "What colour is the sky?"}\n')
+    out = runner.invoke(cli, ["prompts", "render", "qa@1.1.0", "--input", str(doc), "--dir", str(prompts)])
+    assert out.exit_code == 0, out.output
+    assert "The sky is blue." in out.output and "Question again: What colour is the sky?" in out.output
+    assert "<|im_start|>assistant" in out.output
