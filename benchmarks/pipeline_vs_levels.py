@@ -132,6 +132,10 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="skip torch.compile in both engines")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from mapreduce_llm.logs import configure_logging
+
+    configure_logging("warning")
 
     texts = [p.read_text(encoding="utf-8")[: args.chars] for p in sorted(CORPUS.glob("*.md"))[: args.docs]]
     docs = [Document(id=f"doc{i}", text=t, source=f"doc{i}.md") for i, t in enumerate(texts)]
