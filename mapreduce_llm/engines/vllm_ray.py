@@ -187,14 +187,20 @@ class VLLMRayEngine:
         self._in_flight[index] += 1
         try:
             async with self._limit(index):
-                return await self._actors[index].generate.remote(request)  # type: ignore[no-any-return]
+                ref = self._actors[index].generate.remote(request)
+                try:
+                    return await ref  # type: ignore[no-any-return]
+                except asyncio.CancelledError:
+                    ray.cancel(ref)  # timed out or the job stopped: abort the request in vLLM too
+                    raise
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
             if isinstance(cause, RequestError):
-                raise RequestError(str(cause).splitlines()[-1]) from None
-            raise EngineError(f"vLLM engine replica {index} failed: {exc}") from exc
+                raise RequestError(str(cause).splitlines()[-1], transient=cause.transient) from None
+            # Anything else that failed this one request (the engine itself is alive): worth a retry.
+            raise RequestError(f"replica {index}: {str(exc).splitlines()[-1]}", transient=True) from None
         except ray.exceptions.RayActorError as exc:
-            raise EngineError(f"vLLM engine replica {index} died: {exc}") from exc
+            raise EngineError(f"vLLM engine replica {index} died and was not restarted: {exc}") from exc
         finally:
             self._in_flight[index] -= 1
 
