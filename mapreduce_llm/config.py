@@ -21,12 +21,25 @@ class _Strict(BaseModel):
 
 
 class EngineConfig(_Strict):
-    """The inference engine: vLLM inside Ray actors."""
+    """The inference engine: vLLM inside Ray actors, or an OpenAI-compatible server already running."""
 
-    backend: Literal["vllm"] = "vllm"
-    """Engine backend. ``vllm``: vLLM engines hosted in Ray actors."""
+    backend: Literal["vllm", "openai"] = "vllm"
+    """Engine backend. ``vllm``: vLLM engines hosted in Ray actors. ``openai``: an OpenAI-compatible server
+    (e.g. ``vllm serve``) at ``base_url``, sent token-id prompts on its completions endpoint."""
     model: str | None = None
-    """Model folder or Hugging Face id (must already be on disk). None: the embedded SmolLM2-135M-Instruct."""
+    """``vllm``: model folder (must already be on disk); None: the embedded SmolLM2-135M-Instruct.
+    ``openai``: the served model's name on the server; None: the only model it serves."""
+    base_url: str | None = None
+    """``openai`` only: the server's API root, e.g. ``http://vllm.internal:8000/v1``."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """``openai`` only: environment variable holding the API key (keys never go into job specs)."""
+    tokenizer: str | None = None
+    """``openai`` only: local folder with the served model's tokenizer files, for exact token counts, or
+    ``tiktoken`` (cl100k_base) for OpenAI-family models. None: the embedded model's tokenizer."""
+    http_retries: Annotated[int, Field(ge=0, le=20)] = 6
+    """``openai`` only: retries of a request answered 429 or 5xx or timed out, with exponential backoff."""
+    http_timeout_s: Annotated[float, Field(gt=0)] = 600
+    """``openai`` only: seconds to wait for one completion before retrying it."""
     served_model_name: str | None = None
     """Name recorded in results. Default: the model folder's name."""
     max_model_len: Annotated[int, Field(ge=256)] = 2048
@@ -66,6 +79,15 @@ class EngineConfig(_Strict):
             raise ValueError(
                 f"num_gpus_per_replica must be at least tensor_parallel_size ({self.tensor_parallel_size}), "
                 f"got {self.num_gpus_per_replica}; raise num_gpus_per_replica or lower tensor_parallel_size"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _openai_needs_base_url(self) -> EngineConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "backend openai needs base_url, got none; set engine.base_url to the server's API root, "
+                "e.g. http://127.0.0.1:8000/v1"
             )
         return self
 

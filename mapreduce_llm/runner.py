@@ -43,6 +43,28 @@ def model_folder(engine: EngineConfig) -> Path:
     return path
 
 
+def engine_tokenizer(engine: EngineConfig) -> Tokenizer:
+    """The served model's tokenizer on this machine, for exact budgets.
+
+    ``vllm``: the model folder's. ``openai``: ``engine.tokenizer`` — a local folder with the served model's
+    tokenizer files, or ``tiktoken`` (cl100k_base) for OpenAI-family models — else the embedded model's.
+    """
+    if engine.backend != "openai":
+        return HFTokenizer(model_folder(engine))
+    if engine.tokenizer == "tiktoken":
+        return TiktokenTokenizer()
+    if engine.tokenizer is None:
+        return HFTokenizer(ensure_embedded_model())
+    if not Path(engine.tokenizer).is_dir():
+        raise ConfigError(
+            f"engine.tokenizer {engine.tokenizer!r} is not a folder on this machine; give a folder with the "
+            "served model's tokenizer files (counts must match the server's), or `tiktoken` for OpenAI models",
+            parameter="engine.tokenizer",
+            value=engine.tokenizer,
+        )
+    return HFTokenizer(engine.tokenizer)
+
+
 def served_name(engine: EngineConfig, folder: Path) -> str:
     """The model name recorded in results."""
     if engine.served_model_name:
@@ -72,7 +94,8 @@ def run_job(
     engine: Engine | None = None,
     observer: JobObserver | None = None,
 ) -> JobSummary:
-    """Run a job end to end on vLLM engines in Ray; returns its summary (also written to summary.json).
+    """Run a job end to end on vLLM engines in Ray, or on an OpenAI-compatible server (``engine.backend:
+    openai``); returns its summary (also written to summary.json).
 
     ``engine``: an already started engine serving the same model (e.g. shared by several jobs); by
     default the job starts its own on Ray and stops it at the end.
@@ -82,6 +105,8 @@ def run_job(
     prompts = select_prompts(spec.prompt, spec.prompts_dir)
     if not spec.input.exists():
         raise ConfigError(f"input {spec.input} does not exist; check the path", parameter="input")
+    if spec.engine.backend == "openai":
+        return asyncio.run(_run_on_server(spec, prompts, engine_tokenizer(spec.engine), on_result, observer, engine))
     folder = model_folder(spec.engine)
     tokenizer = HFTokenizer(folder)
     if engine is not None:
@@ -92,6 +117,23 @@ def run_job(
         return asyncio.run(Job(spec, prompts, tokenizer, started, on_result, observer).run())
 
 
+async def _run_on_server(
+    spec: JobSpec,
+    prompts: PromptSelection,
+    tokenizer: Tokenizer,
+    on_result: Callable[[DocumentResult], None] | None,
+    observer: JobObserver | None,
+    engine: Engine | None,
+) -> JobSummary:
+    """A job against an OpenAI-compatible server: no Ray, one HTTP client for the job."""
+    from mapreduce_llm.engines.openai_http import OpenAIEngine
+
+    if engine is not None:
+        return await Job(spec, prompts, tokenizer, engine, on_result, observer).run()
+    async with OpenAIEngine(spec.engine) as server:
+        return await Job(spec, prompts, tokenizer, server, on_result, observer).run()
+
+
 def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, list[DocumentPlan | DocumentError]]:
     """Plan every document of a job without starting an engine.
 
@@ -99,7 +141,7 @@ def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, li
     estimate that needs no model folder; exact for OpenAI-family tokenizers only.
     """
     prompts = select_prompts(spec.prompt, spec.prompts_dir)
-    tokenizer: Tokenizer = TiktokenTokenizer() if estimate else HFTokenizer(model_folder(spec.engine))
+    tokenizer: Tokenizer = TiktokenTokenizer() if estimate else engine_tokenizer(spec.engine)
     reserve = spec.sampling.reserved_output_tokens
     plans: list[DocumentPlan | DocumentError] = []
     for item in read_documents(spec.input, spec.limits.max_document_bytes):
