@@ -115,10 +115,44 @@ def cli(log_level: str, json_logs: bool | None) -> None:
     configure_logging(log_level, json_logs)
 
 
+def monitoring_options(func: F) -> F:
+    """Metrics, embeddings and drift options of ``run`` (see monitoring/README.md)."""
+    options = [
+        click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port while the job runs."),
+        click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics binds to."),
+        click.option("--pushgateway", metavar="URL", help="Push the final metrics to this Prometheus Pushgateway."),
+        click.option(
+            "--embed/--no-embed",
+            default=None,
+            help="Embed chunks (all-MiniLM-L6-v2) for retrieval similarity, topics and DIR/profile.jsonl "
+            "(default: on with --baseline).",
+        ),
+        click.option("--baseline", metavar="NAME", help="Score drift against this baseline (see `drift baseline`)."),
+        click.option(
+            "--baselines-dir",
+            type=click.Path(path_type=Path, file_okay=False),
+            help="Folder of baselines (default: $MAPREDUCE_LLM_BASELINES or ./baselines).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @cli.command()
 @job_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
-def run(progress: bool | None, **kwargs: Any) -> None:
+@monitoring_options
+def run(
+    progress: bool | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    pushgateway: str | None,
+    embed: bool | None,
+    baseline: str | None,
+    baselines_dir: Path | None,
+    **kwargs: Any,
+) -> None:
     """Run a job: chunk, map, reduce, write DIR/results.jsonl and DIR/summary.json.
 
     SPEC is an optional YAML job spec (see `mapreduce-llm schema`); flags override its fields.
@@ -129,6 +163,12 @@ def run(progress: bool | None, **kwargs: Any) -> None:
     from mapreduce_llm.runner import run_job
 
     spec = _spec_from(**kwargs, need_output=True)
+    monitored = metrics_port is not None or pushgateway or embed or baseline
+    observer = None
+    if monitored:
+        from mapreduce_llm.metrics import build_observer
+
+        observer = build_observer(spec, embed=embed, baseline=baseline, baselines_dir=baselines_dir)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=count_inputs(spec.input), unit="doc", desc="documents", disable=not show, file=sys.stderr)
     errors = 0
@@ -140,7 +180,17 @@ def run(progress: bool | None, **kwargs: Any) -> None:
         bar.update(1)
 
     try:
-        summary = run_job(spec, on_result)
+        if observer is None:
+            summary = run_job(spec, on_result)
+        else:
+            from mapreduce_llm.metrics import job_task, push_metrics, serve_metrics
+
+            try:
+                with serve_metrics(observer.metrics.registry, metrics_port, metrics_host):
+                    summary = run_job(spec, on_result, observer=observer)
+            finally:
+                if pushgateway and observer.finished:
+                    push_metrics(observer.metrics.registry, pushgateway, spec.resolved_job_id, job_task(spec))
     finally:
         bar.close()
     click.echo(
@@ -152,6 +202,8 @@ def run(progress: bool | None, **kwargs: Any) -> None:
         click.echo(f"  {count} × {code}")
     click.echo(f"results: {spec.output / 'results.jsonl'}")
     click.echo(f"summary: {spec.output / 'summary.json'}")
+    if observer is not None and observer.drift:
+        _echo_drift(observer.drift)
 
 
 @cli.command()
@@ -407,6 +459,79 @@ def models_prepare() -> None:
     from mapreduce_llm.model_store import ensure_embedded_model
 
     click.echo(ensure_embedded_model())
+
+
+def _echo_drift(scores: dict[str, dict[str, float]]) -> None:
+    from mapreduce_llm.drift import level
+
+    for key, signals in scores.items():
+        for signal, score in signals.items():
+            click.echo(f"drift {key:20} {signal:22} {score:8.4f}  {level(signal, score)}")
+
+
+_BASELINES_OPTION = click.option(
+    "--baselines-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder of baselines (default: $MAPREDUCE_LLM_BASELINES or ./baselines).",
+)
+
+
+@cli.group()
+def drift() -> None:
+    """Reference profiles per prompt version (baselines) and drift scores against them.
+
+    \b
+    A job run with --embed (or --baseline) writes DIR/profile.jsonl; then:
+      mapreduce-llm drift baseline --results out/week1 --name docs-v1
+      mapreduce-llm run --input week2/ --output out/week2 --baseline docs-v1 --pushgateway http://127.0.0.1:9091
+    """
+
+
+@drift.command("profile")
+@job_options
+def drift_profile(**kwargs: Any) -> None:
+    """Profile a job's input without an engine: plan and embed every document, write DIR/profile.jsonl."""
+    from mapreduce_llm.drift import profile_document, write_profiles
+    from mapreduce_llm.embeddings import Embedder
+    from mapreduce_llm.runner import plan_job
+
+    spec = _spec_from(**kwargs, need_output=True)
+    _, plans = plan_job(spec)
+    embedder = Embedder()
+    profiles = [profile_document(p, embedder) for p in plans if not isinstance(p, DocumentError)]
+    path = write_profiles(spec.output, profiles)
+    click.echo(f"{len(profiles)} documents profiled ({len(plans) - len(profiles)} errors): {path}")
+
+
+@drift.command("baseline")
+@click.option("--results", type=click.Path(path_type=Path, file_okay=False), required=True, help="A job's folder.")
+@click.option("--name", required=True, help="Baseline name (letters, digits, '.', '_', '-').")
+@_BASELINES_OPTION
+def drift_baseline(results: Path, name: str, baselines_dir: Path | None) -> None:
+    """Store the reference profile of every task and prompt version in a job's DIR/profile.jsonl."""
+    from mapreduce_llm.drift import build_baseline, default_baselines_dir, read_profiles, save_baseline
+
+    baseline = build_baseline(name, read_profiles(results), str(results))
+    path = save_baseline(baseline, baselines_dir or default_baselines_dir())
+    for key, ref in baseline.versions.items():
+        click.echo(f"{key}: {ref.documents} documents, {ref.chunks} chunks, {len(ref.topic_centroids)} topics")
+    click.echo(f"baseline: {path}")
+
+
+@drift.command("check")
+@click.option("--results", type=click.Path(path_type=Path, file_okay=False), required=True, help="A job's folder.")
+@click.option("--baseline", required=True, help="Baseline name.")
+@_BASELINES_OPTION
+def drift_check(results: Path, baseline: str, baselines_dir: Path | None) -> None:
+    """Print the drift scores of a job's DIR/profile.jsonl against a baseline (exit 2 over an alert threshold)."""
+    from mapreduce_llm.drift import default_baselines_dir, job_drift, level, load_baseline, read_profiles
+
+    scores = job_drift(load_baseline(baselines_dir or default_baselines_dir(), baseline), read_profiles(results))
+    if not scores:
+        click.echo("no task@version of the job is in the baseline")
+    _echo_drift(scores)
+    if any(level(sig, v) == "alert" for signals in scores.values() for sig, v in signals.items()):
+        raise SystemExit(2)
 
 
 def main() -> None:

@@ -1,0 +1,373 @@
+"""Prometheus metrics of a job: what it processed, how each prompt version behaved, and drift.
+
+:class:`JobMetrics` holds every metric in its own ``CollectorRegistry`` (prefix ``mapreduce_llm_``, base
+units, counters ending ``_total``, histograms; labels only from bounded sets — stage, task, prompt version,
+status, error code, class, signal — never document ids or text). :class:`MetricsObserver` fills it from the
+pipeline's :class:`~mapreduce_llm.pipeline.JobObserver` hooks. :func:`serve_metrics` serves ``/metrics``
+while a job runs; :func:`push_metrics` sends the final figures to a Pushgateway.
+
+With embeddings on (or a baseline given) the observer also embeds every planned document's chunks and its
+query in a worker thread, exports retrieval similarity, writes ``DIR/profile.jsonl`` at the end, and — with
+a baseline — sets one drift gauge per signal, task and version.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
+
+from mapreduce_llm.config import JobSpec
+from mapreduce_llm.drift import (
+    PROFILE_FILE,
+    Baseline,
+    DocumentProfile,
+    job_drift,
+    profile_document,
+    prompt_classes,
+    top_k,
+    write_profiles,
+)
+from mapreduce_llm.embeddings import Embedder, TextEmbedder
+from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.planning import DocumentPlan
+from mapreduce_llm.prompts import PromptRef
+from mapreduce_llm.results import DocumentResult, JobSummary
+
+log = structlog.get_logger(__name__)
+
+TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
+SIMILARITY_BUCKETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0)
+# Histograms with negative bucket bounds get no _sum in prometheus-client, hence similarity buckets start at 0
+# (negative values count in the first bucket) and confidence is a probability rather than a logprob.
+LEVEL_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 16, 32)
+
+LOW_SIMILARITY = 0.2
+"""Default top-1 similarity below which a document's retrieval counts as low (MiniLM cosine; unrelated
+texts score around 0–0.15, a question and the passage that answers it usually above 0.4)."""
+TOP_K = 3
+
+
+class JobMetrics:
+    """Every metric of a job, in a dedicated registry (so that tests and several jobs do not collide)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        tv = ["task", "version"]
+        self.documents = Counter(
+            "mapreduce_llm_documents_total", "Documents finished, by status.", [*tv, "status"], registry=r
+        )
+        self.document_errors = Counter(
+            "mapreduce_llm_document_errors_total", "Failed documents by error code.", [*tv, "code"], registry=r
+        )
+        self.chunks = Counter("mapreduce_llm_chunks_total", "Chunks documents were cut into.", tv, registry=r)
+        self.requests = Counter(
+            "mapreduce_llm_engine_requests_total",
+            "Engine requests by stage and status (ok, error).",
+            ["stage", *tv, "status"],
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            "mapreduce_llm_prompt_tokens_total", "Prompt tokens sent to the engine.", ["stage", *tv], registry=r
+        )
+        self.completion_tokens = Counter(
+            "mapreduce_llm_completion_tokens_total", "Tokens the engine generated.", ["stage", *tv], registry=r
+        )
+        self.cached_tokens = Counter(
+            "mapreduce_llm_cached_prompt_tokens_total",
+            "Prompt tokens served from vLLM's prefix cache.",
+            ["stage", *tv],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "mapreduce_llm_request_duration_seconds",
+            "Engine request latency, submission to last token.",
+            ["stage", *tv],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "mapreduce_llm_document_stage_duration_seconds",
+            "Per-document time in each stage (plan, map, reduce, total).",
+            ["stage", *tv],
+            buckets=SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.reduce_levels = Histogram(
+            "mapreduce_llm_reduce_levels", "Reduce levels per document.", tv, buckets=LEVEL_BUCKETS, registry=r
+        )
+        self.prompt_length = Histogram(
+            "mapreduce_llm_prompt_length_tokens",
+            "Prompt length of each engine request.",
+            ["stage", *tv],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.document_length = Histogram(
+            "mapreduce_llm_document_length_tokens",
+            "Document length in the served model's tokens.",
+            tv,
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.output_length = Histogram(
+            "mapreduce_llm_output_length_tokens",
+            "Generated tokens per request (the reduce stage's, or the map stage's for one-chunk documents, "
+            "is the final output).",
+            ["stage", *tv],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.prompt_classes = Counter(
+            "mapreduce_llm_prompt_class_total",
+            "Map prompts by class: length bucket/topic cluster (topic from the baseline's centroids, or none).",
+            [*tv, "class"],
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "mapreduce_llm_output_confidence_ratio",
+            "Confidence of each final output: geometric mean probability of its tokens, exp(mean_logprob).",
+            tv,
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.top1 = Histogram(
+            "mapreduce_llm_retrieval_top1_similarity",
+            "Cosine similarity of the query to its most similar chunk, per document.",
+            tv,
+            buckets=SIMILARITY_BUCKETS,
+            registry=r,
+        )
+        self.topk = Histogram(
+            "mapreduce_llm_retrieval_topk_similarity",
+            f"Mean cosine similarity of the query to its {TOP_K} most similar chunks, per document.",
+            tv,
+            buckets=SIMILARITY_BUCKETS,
+            registry=r,
+        )
+        self.retrievals = Counter(
+            "mapreduce_llm_retrievals_total",
+            "Documents whose chunks were compared with their query, by quality (low: top-1 under the threshold).",
+            [*tv, "quality"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            "mapreduce_llm_drift_score",
+            "Drift of the job's documents against the baseline, per signal (PSI or cosine distance).",
+            ["signal", *tv],
+            registry=r,
+        )
+        self.prompt_label = Gauge(
+            "mapreduce_llm_prompt_label_info",
+            "1 for each label (production, canary, ...) pointing at a prompt version.",
+            [*tv, "label"],
+            registry=r,
+        )
+        self.job_seconds = Gauge("mapreduce_llm_job_duration_seconds", "Wall-clock duration of the job.", registry=r)
+        self.job_documents = Gauge(
+            "mapreduce_llm_job_documents", "Documents of the job, by status (ok, error).", ["status"], registry=r
+        )
+        self.last_success = Gauge(
+            "mapreduce_llm_job_last_success_timestamp_seconds",
+            "Unix time at which the job last completed.",
+            registry=r,
+        )
+        self.job_running = Gauge("mapreduce_llm_job_running", "1 while the job runs.", registry=r)
+
+
+class MetricsObserver:
+    """Turns a job's events into :class:`JobMetrics`; implements :class:`~mapreduce_llm.pipeline.JobObserver`.
+
+    ``embedder``: embed chunks and queries (retrieval similarity, topics, profile.jsonl); ``baseline``: the
+    reference whose topics name the prompt classes and against which drift is scored at the end.
+    ``output_dir``: where ``profile.jsonl`` goes (needs ``embedder`` or ``baseline`` to be useful, but is
+    written whenever given). Embedding runs in one worker thread so that the event loop keeps feeding the engine.
+    """
+
+    def __init__(
+        self,
+        metrics: JobMetrics | None = None,
+        *,
+        embedder: TextEmbedder | None = None,
+        baseline: Baseline | None = None,
+        output_dir: Path | None = None,
+        labels: Mapping[tuple[str, str], list[str]] | None = None,
+        low_similarity: float = LOW_SIMILARITY,
+    ) -> None:
+        self.metrics = metrics or JobMetrics()
+        self.embedder = embedder
+        self.baseline = baseline
+        self.output_dir = output_dir
+        self.low_similarity = low_similarity
+        self.profiles: list[DocumentProfile] = []
+        self.drift: dict[str, dict[str, float]] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile")
+        self._pending: list[Future[None]] = []
+        self.finished = False
+        """True once ``job_done`` ran: the figures are final."""
+        self.metrics.job_running.set(1)
+        for (task, version), names in (labels or {}).items():
+            for name in names:
+                self.metrics.prompt_label.labels(task, version, name).set(1)
+
+    # ---- JobObserver -------------------------------------------------------------------------------------
+    def request_done(self, prompt: PromptRef, request: EngineRequest, output: EngineOutput | None) -> None:
+        """Count one engine request, its tokens and latency."""
+        m, stage, task, version = self.metrics, request.stage, prompt.task, prompt.version
+        m.prompt_length.labels(stage, task, version).observe(len(request.prompt_token_ids))
+        if output is None:
+            m.requests.labels(stage, task, version, "error").inc()
+            return
+        m.requests.labels(stage, task, version, "ok").inc()
+        m.prompt_tokens.labels(stage, task, version).inc(output.prompt_tokens)
+        m.completion_tokens.labels(stage, task, version).inc(output.completion_tokens)
+        m.cached_tokens.labels(stage, task, version).inc(output.cached_prompt_tokens or 0)
+        m.output_length.labels(stage, task, version).observe(output.completion_tokens)
+        m.request_seconds.labels(stage, task, version).observe(output.seconds)
+
+    def document_done(self, result: DocumentResult, plan: DocumentPlan | None) -> None:
+        """Count one document; profile it (in the worker thread) when it was planned."""
+        m = self.metrics
+        task, version = (result.prompt.name, result.prompt.version) if result.prompt else ("unknown", "unknown")
+        m.documents.labels(task, version, result.status).inc()
+        if result.error is not None:
+            m.document_errors.labels(task, version, result.error.code).inc()
+        if result.status == "ok":
+            m.chunks.labels(task, version).inc(result.chunks)
+            m.reduce_levels.labels(task, version).observe(result.levels)
+            t = result.timings
+            for stage, seconds in (("plan", t.plan_s), ("map", t.map_s), ("reduce", t.reduce_s), ("total", t.total_s)):
+                m.stage_seconds.labels(stage, task, version).observe(seconds)
+            if result.mean_logprob is not None:
+                m.confidence.labels(task, version).observe(math.exp(result.mean_logprob))
+        if plan is not None:
+            self._pending.append(self._pool.submit(self._profile, plan, result.mean_logprob))
+
+    def _profile(self, plan: DocumentPlan, mean_logprob: float | None) -> None:
+        m, task, version = self.metrics, plan.prompt.task, plan.prompt.version
+        profile = profile_document(plan, self.embedder, mean_logprob)
+        m.document_length.labels(task, version).observe(profile.document_tokens)
+        reference = self.baseline.versions.get(profile.key) if self.baseline else None
+        for cls in prompt_classes(profile, reference):
+            m.prompt_classes.labels(task, version, cls).inc()
+        if profile.similarities:
+            best, mean_k = top_k(profile.similarities, TOP_K)
+            m.top1.labels(task, version).observe(best)
+            m.topk.labels(task, version).observe(mean_k)
+            quality = "low" if best < self.low_similarity else "ok"
+            m.retrievals.labels(task, version, quality).inc()
+        with self._lock:
+            self.profiles.append(profile)
+
+    def job_done(self, summary: JobSummary) -> None:
+        """Finish profiling, score drift, write profile.jsonl and set the job gauges."""
+        try:
+            for future in self._pending:
+                future.result()  # re-raise a failure of the worker thread here, not silently
+        finally:
+            self._pool.shutdown(wait=True)
+        m = self.metrics
+        if self.baseline is not None:
+            self.drift = job_drift(self.baseline, self.profiles)
+            for key, scores in self.drift.items():
+                task, _, version = key.partition("@")
+                for signal, score in scores.items():
+                    m.drift.labels(signal, task, version).set(score)
+            log.info("job.drift", baseline=self.baseline.name, scores=self.drift)
+        if self.output_dir is not None and self.profiles:
+            self._write_profiles()
+        m.job_seconds.set(summary.seconds)
+        m.job_documents.labels("ok").set(summary.ok)
+        m.job_documents.labels("error").set(summary.errors)
+        if summary.status == "completed":
+            m.last_success.set(summary.finished_at)
+        m.job_running.set(0)
+        self.finished = True
+
+    def _write_profiles(self) -> None:
+        """Merge this run's profiles into profile.jsonl (a rerun replaces the profiles of documents it redid)."""
+        assert self.output_dir is not None
+        merged: dict[str, DocumentProfile] = {}
+        path = self.output_dir / PROFILE_FILE
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    old = DocumentProfile.model_validate_json(line)
+                except ValueError:
+                    continue
+                merged[old.id] = old
+        for p in self.profiles:
+            merged[p.id] = p
+        write_profiles(self.output_dir, merged.values())
+
+
+@contextmanager
+def serve_metrics(registry: CollectorRegistry, port: int | None, host: str = "127.0.0.1") -> Iterator[int | None]:
+    """Serve ``http://HOST:PORT/metrics`` for the duration of the block; yields the bound port (None: off).
+
+    ``port`` 0 picks a free port.
+    """
+    if port is None:
+        yield None
+        return
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    bound = int(server.server_port)
+    log.info("metrics.serving", url=f"http://{host}:{bound}/metrics")
+    try:
+        yield bound
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def push_metrics(registry: CollectorRegistry, url: str, job: str, task: str, timeout: float = 10.0) -> None:
+    """Replace the Pushgateway group ``{job, task}`` with the registry's current figures."""
+    push_to_gateway(url, job=job, registry=registry, grouping_key={"task": task}, timeout=timeout)
+    log.info("metrics.pushed", url=url, job=job, task=task, at=time.time())
+
+
+def job_task(spec: JobSpec) -> str:
+    """The task a job runs (the Pushgateway groups a job's figures by job name and task)."""
+    return spec.prompt.partition("@")[0]
+
+
+def build_observer(
+    spec: JobSpec,
+    *,
+    embed: bool | None = None,
+    baseline: str | None = None,
+    baselines_dir: Path | None = None,
+    low_similarity: float = LOW_SIMILARITY,
+) -> MetricsObserver:
+    """The metrics observer of a job: embeddings on when asked, or by default when a baseline is given;
+    the baseline loaded from ``baselines_dir`` (default :func:`~mapreduce_llm.drift.default_baselines_dir`);
+    the task's prompt labels exported for canary-vs-production views."""
+    from mapreduce_llm.drift import default_baselines_dir, load_baseline
+    from mapreduce_llm.prompts import default_prompts_dir
+    from mapreduce_llm.registry import load_labels
+
+    reference = load_baseline(baselines_dir or default_baselines_dir(), baseline) if baseline else None
+    use_embeddings = embed if embed is not None else reference is not None
+    task = job_task(spec)
+    labels: dict[tuple[str, str], list[str]] = {}
+    for name, version in load_labels(spec.prompts_dir or default_prompts_dir(), task).labels.items():
+        labels.setdefault((task, version), []).append(name)
+    return MetricsObserver(
+        embedder=Embedder() if use_embeddings else None,
+        baseline=reference,
+        output_dir=spec.output,
+        labels=labels,
+        low_similarity=low_similarity,
+    )

@@ -1,0 +1,191 @@
+"""Drift math and baselines: PSI, cosine distance, classes, reference profiles, scores, baseline files."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from mapreduce_llm.config import ChunkingConfig
+from mapreduce_llm.documents import Document
+from mapreduce_llm.drift import (
+    DOCUMENT_TOKEN_EDGES,
+    DocumentProfile,
+    bin_index,
+    build_baseline,
+    cosine_distance,
+    drift_scores,
+    histogram,
+    length_class,
+    level,
+    load_baseline,
+    profile_document,
+    psi,
+    save_baseline,
+    topic_of,
+    version_profile,
+)
+from mapreduce_llm.errors import ConfigError
+from mapreduce_llm.planning import plan_document
+from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.tokenization import HFTokenizer
+from tests.conftest import PROMPTS
+from tests.fake_embeddings import FakeEmbedder
+
+
+def _profiles(vocabulary: list[str], n: int, seed: int = 0, length: int = 1500) -> list[DocumentProfile]:
+    """Profiles of documents written with words from ``vocabulary`` (fake embeddings)."""
+    import random
+
+    rng = random.Random(seed)
+    embedder = FakeEmbedder()
+    out = []
+    for i in range(n):
+        chunks = [" ".join(rng.choices(vocabulary, k=40)) for _ in range(3)]
+        vectors = embedder.embed(chunks)
+        query = embedder.embed(["summarize the document"])[0]
+        out.append(
+            DocumentProfile(
+                id=f"d{i}",
+                task="summarize",
+                version="1.0.0",
+                document_tokens=length + rng.randint(-200, 200),
+                map_prompt_tokens=[700, 700, 300],
+                chunk_vectors=[[float(x) for x in v] for v in vectors],
+                similarities=[float(s) for s in vectors @ query],
+            )
+        )
+    return out
+
+
+PYTHON = [
+    "python",
+    "function",
+    "class",
+    "module",
+    "import",
+    "list",
+    "dict",
+    "string",
+    "loop",
+    "exception",
+    "iterator",
+    "generator",
+]
+LEGAL = [
+    "license",
+    "copyright",
+    "warranty",
+    "liability",
+    "software",
+    "distribute",
+    "terms",
+    "conditions",
+    "permission",
+    "notice",
+]
+
+
+def test_psi_is_zero_for_equal_distributions() -> None:
+    """Identical histograms have a PSI of 0; the same shares at another scale stay near 0 (smoothing)."""
+    assert psi([10, 20, 30], [10, 20, 30]) == pytest.approx(0.0)
+    assert psi([100, 200, 300], [10, 20, 30]) < 0.01
+
+
+def test_psi_grows_with_the_shift_and_stays_finite_on_empty_bins() -> None:
+    """A moved distribution scores above the 0.25 convention; empty bins do not make it infinite."""
+    small = psi([50, 50, 0], [45, 55, 0])
+    large = psi([100, 0, 0], [0, 0, 100])
+    assert small < 0.1 < 0.25 < large and math.isfinite(large)
+
+
+def test_psi_on_categories_uses_the_union_of_keys() -> None:
+    """Category counts are compared over the classes of both sides."""
+    assert psi({"a": 10, "b": 10}, {"a": 10, "b": 10}) == pytest.approx(0.0)
+    assert psi({"a": 20}, {"b": 20}) > 0.25
+
+
+def test_psi_rejects_histograms_with_different_bins() -> None:
+    """Histograms of different bins are a programming error, said plainly."""
+    with pytest.raises(ValueError, match="same bins"):
+        psi([1, 2], [1, 2, 3])
+
+
+def test_histogram_edges_are_inclusive_upper_bounds() -> None:
+    """A value on an edge falls in that edge's bin; values above the last edge go in the extra bin."""
+    assert bin_index(256, DOCUMENT_TOKEN_EDGES) == 0 and bin_index(257, DOCUMENT_TOKEN_EDGES) == 1
+    assert histogram([1, 300, 10**6], (256, 512)) == [1, 1, 1]
+
+
+def test_cosine_distance() -> None:
+    """0 for the same direction, 1 for orthogonal vectors, 2 for opposite ones."""
+    assert cosine_distance([1, 0], [2, 0]) == pytest.approx(0.0)
+    assert cosine_distance([1, 0], [0, 1]) == pytest.approx(1.0)
+    assert cosine_distance([1, 0], [-1, 0]) == pytest.approx(2.0)
+
+
+def test_length_classes_are_a_bounded_set() -> None:
+    """Map prompts fall in four length buckets."""
+    assert [length_class(n) for n in (10, 256, 257, 5000, 10**6)] == ["short", "short", "medium", "xlong", "xlong"]
+
+
+def test_same_kind_stays_under_thresholds_and_other_kind_goes_over() -> None:
+    """Held-out documents of the baseline's kind score low; documents of another vocabulary score high."""
+    reference = version_profile(_profiles(PYTHON, 60, seed=1))
+    same = drift_scores(reference, _profiles(PYTHON, 60, seed=2))
+    other = drift_scores(reference, _profiles(LEGAL, 60, seed=3))
+    assert set(same) == {"document_length", "prompt_class", "embedding_centroid", "retrieval_similarity"}
+    assert all(level(signal, score) != "alert" for signal, score in same.items()), same
+    assert level("embedding_centroid", other["embedding_centroid"]) == "alert"
+    assert level("prompt_class", other["prompt_class"]) == "alert"
+
+
+def test_unseen_topics_are_other_and_no_baseline_is_none() -> None:
+    """A chunk unlike every baseline topic is ``other``; without a baseline the topic is ``none``."""
+    reference = version_profile(_profiles(PYTHON, 20))
+    assert len(reference.topic_centroids) == 3 and reference.topic_min_similarity is not None
+    legal = _profiles(LEGAL, 1)[0].chunk_vectors
+    assert legal is not None
+    assert topic_of(legal[0], reference) == "other"
+    assert topic_of(legal[0], None) == "none"
+
+
+def test_signals_without_embeddings_are_left_out() -> None:
+    """Profiles without vectors still get the length and class signals."""
+    plain = [p.model_copy(update={"chunk_vectors": None, "similarities": None}) for p in _profiles(PYTHON, 10)]
+    scores = drift_scores(version_profile(plain), plain)
+    assert set(scores) == {"document_length", "prompt_class"}
+
+
+def test_baseline_round_trip(tmp_path: Path) -> None:
+    """A baseline is saved as NAME.json and read back unchanged, one reference per task@version."""
+    baseline = build_baseline("docs-v1", _profiles(PYTHON, 8), "out/week1")
+    path = save_baseline(baseline, tmp_path)
+    assert path == tmp_path / "docs-v1.json"
+    loaded = load_baseline(tmp_path, "docs-v1")
+    assert loaded == baseline and list(loaded.versions) == ["summarize@1.0.0"]
+
+
+def test_missing_or_unsafe_baseline_names_say_what_to_do(tmp_path: Path) -> None:
+    """A missing baseline names the command that creates it; a name with a path in it is refused."""
+    save_baseline(build_baseline("known", _profiles(PYTHON, 2), "x"), tmp_path)
+    with pytest.raises(ConfigError, match=r"drift baseline --results DIR --name nope.*known: known"):
+        load_baseline(tmp_path, "nope")
+    with pytest.raises(ConfigError, match="letters, digits"):
+        load_baseline(tmp_path, "../etc/passwd")
+
+
+def test_profile_of_a_planned_document(tokenizer: HFTokenizer, corpus_text: str) -> None:
+    """A profile holds exact token counts, one vector and one query similarity per chunk, and no text."""
+    prompt = select_prompts("qa@1.0.0", PROMPTS).base
+    doc = Document(id="d", text=corpus_text[:8000], source="d", question="How do I sort a list?")
+    plan = plan_document(doc, prompt, tokenizer, 1024, ChunkingConfig(), 64)
+    embedder = FakeEmbedder()
+    profile = profile_document(plan, embedder)
+    assert embedder.calls[0][0] == "How do I sort a list?"
+    assert profile.document_tokens == sum(c.n_tokens for c in plan.chunks)
+    assert profile.map_prompt_tokens == plan.map_prompt_tokens
+    assert profile.chunk_vectors is not None and len(profile.chunk_vectors) == len(plan.chunks)
+    assert profile.similarities is not None and len(profile.similarities) == len(plan.chunks)
+    assert corpus_text[:40] not in profile.model_dump_json()
