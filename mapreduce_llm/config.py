@@ -70,6 +70,14 @@ class EngineConfig(_Strict):
     """Sampling seed, for reproducible outputs."""
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600
     """How long to wait for an engine to load its model before failing the job."""
+    request_timeout_s: Annotated[float, Field(gt=0)] = 900
+    """A request the engine has not finished this long after it started is cancelled and retried (time
+    waiting for a free slot under max_concurrent_requests does not count)."""
+    request_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    """Retries of a request that timed out or hit an engine error, with exponential backoff; then the
+    document gets an error record."""
+    max_restarts: Annotated[int, Field(ge=0)] = 3
+    """Times Ray restarts a crashed engine actor; requests in flight on it are retried after the restart."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments forwarded to vLLM's ``AsyncEngineArgs`` as they are."""
 
@@ -123,6 +131,15 @@ class ReduceConfig(_Strict):
     """Upper bound on reduce levels (collapse levels + the final reduce). Reaching it fails the document."""
 
 
+class CacheConfig(_Strict):
+    """Content-addressed cache of engine outputs: a rerun reuses every finished request."""
+
+    enabled: bool = True
+    """Store every engine output and reuse it when the same request comes again."""
+    path: Path | None = None
+    """SQLite file of the cache. Default: ``OUTPUT/cache.sqlite``; a shared path on clusters."""
+
+
 class LimitsConfig(_Strict):
     """Limits on input documents; a document over a limit becomes an error record."""
 
@@ -150,6 +167,7 @@ class JobSpec(_Strict):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     reduce: ReduceConfig = Field(default_factory=ReduceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @property
     def resolved_job_id(self) -> str:

@@ -54,4 +54,17 @@ class EngineError(MapReduceError):
 
 
 class RequestError(MapReduceError):
-    """One engine request failed (e.g. rejected by the engine). Fails its document, not the job."""
+    """One engine request failed. Retried (bounded) when ``transient``; then fails its document, not the job."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        """True for failures worth retrying (timeouts, engine errors); False for rejected requests."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments survive pickling across Ray processes.
+        return (_rebuild_request_error, (str(self), self.transient))
+
+
+def _rebuild_request_error(message: str, transient: bool) -> RequestError:
+    return RequestError(message, transient=transient)

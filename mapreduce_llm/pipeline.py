@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from mapreduce_llm.cache import RequestCache, prompt_hash, request_key
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import Document, read_documents
 from mapreduce_llm.engines.base import Engine, EngineOutput, EngineRequest, StageName
@@ -53,9 +55,11 @@ class _Accounting:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
+    from_cache: int = 0
 
-    def add(self, stage: str, out: EngineOutput) -> None:
+    def add(self, stage: str, out: EngineOutput, *, from_cache: bool = False) -> None:
         self.requests[stage] += 1
+        self.from_cache += from_cache
         self.prompt_tokens += out.prompt_tokens
         self.completion_tokens += out.completion_tokens
         self.cached_prompt_tokens += out.cached_prompt_tokens or 0
@@ -66,6 +70,7 @@ class _Accounting:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cached_prompt_tokens=self.cached_prompt_tokens,
+            requests_from_cache=self.from_cache,
         )
 
 
@@ -139,6 +144,12 @@ class Job:
         self.observer: JobObserver = observer or _NoObserver()
         self.job_id = spec.resolved_job_id
         self._ids = itertools.count()
+        self._prompt_hashes: dict[str, str] = {}
+        self.cache: RequestCache | None = None
+        self.requests_sent = 0
+        self.requests_from_cache = 0
+        self.retry_backoff_s = 1.0
+        """First retry delay; doubles per attempt (tests lower it)."""
         self.log = log.bind(job_id=self.job_id, prompt=self.prompts.reference)
 
     def params(self, prompt: PromptRef) -> _Params:
@@ -182,19 +193,48 @@ class Job:
             top_p=params.top_p,
             repetition_penalty=params.repetition_penalty,
             seed=self.spec.engine.seed,
+            timeout_s=self.spec.engine.request_timeout_s,
         )
+        key = request_key(request, self._prompt_hash(prompt), self.engine.info.model)
+        cached = self.cache.get(key) if self.cache is not None else None
+        if cached is not None:
+            self.requests_from_cache += 1
+            acct.add(stage, cached, from_cache=True)
+            return cached
         try:
-            out = await self.engine.generate(request)
+            out = await self._generate(request)
         except RequestError as exc:
             self.observer.request_done(prompt, request, None)
             raise DocumentError(
-                f"{plan.document.source}: the engine rejected a {stage} request: {exc}",
+                f"{plan.document.source}: a {stage} request failed: {exc}",
                 document_id=plan.document.id,
                 code="engine_request",
             ) from None
+        if self.cache is not None:
+            self.cache.put(key, out)
         acct.add(stage, out)
         self.observer.request_done(prompt, request, out)
         return out
+
+    async def _generate(self, request: EngineRequest) -> EngineOutput:
+        """One request with bounded retries (exponential backoff) on transient failures, timeouts included."""
+        cfg = self.spec.engine
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(cfg.request_retries + 1),
+            wait=wait_exponential(multiplier=self.retry_backoff_s, max=30),
+            retry=retry_if_exception(lambda exc: isinstance(exc, RequestError) and exc.transient),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                self.requests_sent += 1
+                return await self.engine.generate(request)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    def _prompt_hash(self, prompt: PromptRef) -> str:
+        if prompt.ref not in self._prompt_hashes:
+            self._prompt_hashes[prompt.ref] = prompt_hash(prompt.file)
+        return self._prompt_hashes[prompt.ref]
 
     def _partial(self, out: EngineOutput, sources: tuple[SourceSpan, ...]) -> Partial:
         text = out.text.strip()
@@ -290,6 +330,8 @@ class Job:
         started_at = time.time()
         model = self.engine.info.model
         sink = ResultLog(self.spec.output)
+        if self.spec.cache.enabled and self.cache is None:
+            self.cache = RequestCache(self.spec.cache.path or self.spec.output / "cache.sqlite")
         previous = sink.previous_successes(model)
         results: dict[int, DocumentResult] = {}
         resumed = 0
@@ -395,6 +437,8 @@ class Job:
             prompt_tokens=sum(r.usage.prompt_tokens for r in results),
             completion_tokens=sum(r.usage.completion_tokens for r in results),
             cached_prompt_tokens=sum(r.usage.cached_prompt_tokens for r in results),
+            requests_from_cache=self.requests_from_cache,
+            requests_sent=self.requests_sent,
             max_levels=max((r.levels for r in results), default=0),
             fatal_error=None if fatal is None else f"{type(fatal).__name__}: {fatal}",
         )

@@ -49,6 +49,8 @@ class Usage(_Record):
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     """Prompt tokens vLLM served from its prefix cache."""
+    requests_from_cache: int = 0
+    """Requests answered from the job's output cache (finished in an earlier run) instead of the engine."""
 
 
 class Timings(_Record):
@@ -125,6 +127,10 @@ class JobSummary(_Record):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
+    requests_from_cache: int = 0
+    """Engine requests answered from the output cache (finished by an earlier, interrupted run)."""
+    requests_sent: int = 0
+    """Engine requests actually sent to the engine by this run."""
     max_levels: int = 0
     fatal_error: str | None = None
 

@@ -39,6 +39,12 @@ class FakeEngine:
         return self._info
 
     async def generate(self, request: EngineRequest) -> EngineOutput:
+        try:
+            return await asyncio.wait_for(self._answer(request), request.timeout_s)
+        except TimeoutError:
+            raise RequestError(f"no answer within {request.timeout_s}s", transient=True) from None
+
+    async def _answer(self, request: EngineRequest) -> EngineOutput:
         self.requests.append(request)
         if len(request.prompt_token_ids) + request.max_tokens > self.max_model_len:
             self.violations.append(request)

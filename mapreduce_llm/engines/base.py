@@ -24,6 +24,8 @@ class EngineRequest:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = 0
+    timeout_s: float | None = None
+    """Longest time the request may spend in the engine (not counting waiting for a free slot)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,9 @@ class Engine(Protocol):
         ...
 
     async def generate(self, request: EngineRequest) -> EngineOutput:
-        """Run one request to completion. Raises RequestError for a request the engine rejects and
-        EngineError when the engine itself fails."""
+        """Run one request to completion within ``request.timeout_s``.
+
+        Raises RequestError for a request that fails alone — ``transient`` when a retry may succeed (timeout,
+        engine error), not when the engine rejects it — and EngineError when the engine itself is gone.
+        """
         ...

@@ -52,9 +52,23 @@ class VLLMEngineActor:
         self._model = model
         self._config = config
         self._engine: Any = None
+        self._info: dict[str, Any] = {}
+        self._loading: asyncio.Lock | None = None
 
     async def start(self) -> dict[str, Any]:
-        """Load the model; returns what was loaded. Separate from __init__ so errors surface as values."""
+        """Load the model (once); returns what was loaded.
+
+        Also called by the first request after Ray restarts a crashed actor, so a restarted replica
+        reloads its engine by itself and the retried requests go through.
+        """
+        if self._loading is None:
+            self._loading = asyncio.Lock()
+        async with self._loading:
+            if self._engine is None:
+                self._info = await self._load()
+        return self._info
+
+    async def _load(self) -> dict[str, Any]:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -100,6 +114,8 @@ class VLLMEngineActor:
             # Only the finished output crosses back: no per-token objects in this actor's event loop.
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
+        if self._engine is None:
+            await self.start()
         started = time.perf_counter()
         final = None
         try:
@@ -174,6 +190,8 @@ class VLLMRayEngine:
             actor = actor_cls.options(
                 **self._placement(),
                 max_concurrency=cfg.max_concurrent_requests + 4,
+                max_restarts=cfg.max_restarts,
+                max_task_retries=cfg.max_restarts,
                 runtime_env={"env_vars": env},
             ).remote(self._model, cfg)
             self._actors.append(actor)
@@ -213,9 +231,14 @@ class VLLMRayEngine:
             async with self._limit(index):
                 ref = self._actors[index].generate.remote(request)
                 try:
-                    return self._served_by(index, await ref)
+                    return self._served_by(index, await asyncio.wait_for(_awaited(ref), request.timeout_s))
+                except TimeoutError:
+                    ray.cancel(ref)  # abort the request in vLLM too
+                    raise RequestError(
+                        f"replica {index} gave no answer within {request.timeout_s:g}s", transient=True
+                    ) from None
                 except asyncio.CancelledError:
-                    ray.cancel(ref)  # timed out or the job stopped: abort the request in vLLM too
+                    ray.cancel(ref)  # the job stopped: abort the request in vLLM too
                     raise
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]

@@ -1,0 +1,196 @@
+"""Reliability with an engine double: the output cache, retries with backoff, timeouts, fatal engine errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from mapreduce_llm.config import JobSpec
+from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.errors import EngineError, RequestError
+from mapreduce_llm.pipeline import Job
+from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.tokenization import HFTokenizer
+from tests.conftest import PROMPTS
+from tests.fakes import FakeEngine
+
+
+def _corpus(tmp_path: Path, n: int = 4) -> Path:
+    src = tmp_path / "docs"
+    src.mkdir()
+    for i in range(n):
+        (src / f"d{i}.txt").write_text(" ".join(f"Sentence {j} of document {i}." for j in range(400)))
+    return src
+
+
+def _spec(tmp_path: Path, src: Path, **engine: object) -> JobSpec:
+    return JobSpec.model_validate(
+        {
+            "input": src,
+            "output": tmp_path / "out",
+            "prompts_dir": PROMPTS,
+            "engine": {"max_model_len": 1024, **engine},
+        }
+    )
+
+
+def _job(spec: JobSpec, engine: FakeEngine, tokenizer: HFTokenizer, prompt: str = "summarize") -> Job:
+    job = Job(spec, select_prompts(prompt, PROMPTS), tokenizer, engine)
+    job.retry_backoff_s = 0.01
+    return job
+
+
+class DyingEngine(FakeEngine):
+    """Answers ``budget`` requests, then fails like a dead engine (fatal)."""
+
+    def __init__(self, tokenizer: HFTokenizer, budget: int) -> None:
+        super().__init__(tokenizer, max_model_len=1024)
+        self.budget = budget
+        self.answered: list[list[int]] = []
+
+    async def _answer(self, request: EngineRequest) -> EngineOutput:
+        if len(self.answered) >= self.budget:
+            raise EngineError("engine died")
+        out = await super()._answer(request)
+        self.answered.append(request.prompt_token_ids)
+        return out
+
+
+class FlakyEngine(FakeEngine):
+    """Fails each request ``failures`` times (transiently, or by hanging) before answering it."""
+
+    def __init__(self, tokenizer: HFTokenizer, failures: int, mode: str = "error") -> None:
+        super().__init__(tokenizer, max_model_len=1024)
+        self.failures = failures
+        self.mode = mode
+        self.attempts: dict[str, int] = {}
+
+    async def _answer(self, request: EngineRequest) -> EngineOutput:
+        key = request.request_id  # the same across retries of one request
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        if self.attempts[key] <= self.failures:
+            if self.mode == "hang":
+                await asyncio.sleep(60)
+            raise RequestError("engine hiccup", transient=self.mode != "reject")
+        return await super()._answer(request)
+
+
+def test_rerun_after_a_dead_engine_reuses_every_finished_request(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """A job stopped by a dead engine keeps its finished requests; the rerun sends only the others."""
+    src = _corpus(tmp_path)
+    spec = _spec(tmp_path, src)
+    dying = DyingEngine(tokenizer, budget=9)
+    with pytest.raises(EngineError):
+        asyncio.run(_job(spec, dying, tokenizer).run())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "engine died" in summary["fatal_error"]
+
+    healthy = FakeEngine(tokenizer, max_model_len=1024)
+    summary2 = asyncio.run(_job(spec, healthy, tokenizer).run())
+    assert len(dying.answered) >= 9
+    # Every answered request is reused (some more than once: identical collapse inputs share one output).
+    assert summary2.ok == 4 and summary2.requests_from_cache >= len(dying.answered)
+    finished = {tuple(ids) for ids in dying.answered}
+    assert not finished & {tuple(r.prompt_token_ids) for r in healthy.requests}
+    assert summary2.requests_sent == len(healthy.requests)
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and len({json.loads(line)["id"] for line in lines}) == 4
+
+
+def test_a_new_prompt_version_does_not_reuse_old_outputs(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """Cached outputs are keyed by prompt version content: another version recomputes everything."""
+    src = tmp_path / "qa.jsonl"
+    src.write_text(json.dumps({"id": "q", "text": "The code is 42. " * 300, "question": "Code?"}) + "\n")
+    spec = _spec(tmp_path, src).model_copy(update={"prompt": "qa@1.0.0"})
+    first = FakeEngine(tokenizer, max_model_len=1024, respond=lambda r: "42")
+    asyncio.run(_job(spec, first, tokenizer, "qa@1.0.0").run())
+    second = FakeEngine(tokenizer, max_model_len=1024, respond=lambda r: "42")
+    summary = asyncio.run(_job(spec, second, tokenizer, "qa@1.1.0").run())
+    assert summary.requests_from_cache == 0 and len(second.requests) == len(first.requests)
+
+
+def test_transient_failures_are_retried(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """Each request failing twice still succeeds with two retries; every attempt is counted as sent."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 1), request_retries=2)
+    engine = FlakyEngine(tokenizer, failures=2)
+    summary = asyncio.run(_job(spec, engine, tokenizer).run())
+    assert summary.ok == 1 and summary.requests_sent == 3 * sum(summary.requests.values())
+
+
+def test_retries_are_bounded_then_the_document_fails(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """When retries run out the document gets an engine_request error record; the job completes."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 2), request_retries=1)
+    engine = FlakyEngine(tokenizer, failures=5)
+    summary = asyncio.run(_job(spec, engine, tokenizer).run())
+    assert summary.status == "completed" and summary.errors == 2
+    assert summary.errors_by_code == {"engine_request": 2}
+    assert max(engine.attempts.values()) == 2
+
+
+def test_rejected_requests_are_not_retried(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """A request the engine rejects (not transient) fails its document at once."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 1), request_retries=3)
+    engine = FlakyEngine(tokenizer, failures=1, mode="reject")
+    summary = asyncio.run(_job(spec, engine, tokenizer).run())
+    assert summary.errors == 1 and max(engine.attempts.values()) == 1
+
+
+def test_hung_requests_time_out_and_are_retried(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """A request with no answer within request_timeout_s is cancelled and retried."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 1), request_timeout_s=0.2, request_retries=1)
+    engine = FlakyEngine(tokenizer, failures=1, mode="hang")
+    summary = asyncio.run(_job(spec, engine, tokenizer).run())
+    assert summary.ok == 1 and summary.requests_sent == 2 * sum(summary.requests.values())
+
+
+def test_driver_killed_mid_job_resumes_without_resending_finished_requests(tmp_path: Path) -> None:
+    """SIGKILL the driver mid-job; the rerun finishes every document and re-sends no finished request."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    src = _corpus(tmp_path, 6)
+    out, log1, log2 = tmp_path / "out", tmp_path / "sent-1.log", tmp_path / "sent-2.log"
+    command = [sys.executable, "-m", "tests.job_with_fake_engine", str(src), str(out)]
+    first = subprocess.Popen([*command, str(log1), "0.05"], cwd=ROOT)
+    cache = out / "cache.sqlite"
+
+    def stored() -> int:
+        if not cache.exists():
+            return 0
+        try:
+            with sqlite3.connect(cache, timeout=5) as db:
+                count: int = db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+                return count
+        except sqlite3.OperationalError:  # the table is not created yet
+            return 0
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None and stored() < 8:
+        time.sleep(0.02)
+    assert first.poll() is None, "the job ended before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    assert not (out / "results.jsonl").exists()
+
+    with sqlite3.connect(cache) as db:
+        finished = {key for (key,) in db.execute("SELECT key FROM outputs")}
+    assert finished, "no request finished before the kill"
+
+    rerun = subprocess.run([*command, str(log2), "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    resent = set(log2.read_text().splitlines()) & finished
+    assert resent == set(), f"{len(resent)} finished requests were sent again"
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in results) == [f"d{i}.txt" for i in range(6)]
+    assert all(r["status"] == "ok" for r in results)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests_from_cache"] + summary["resumed"] > 0  # the first run's work was reused
+    assert summary["requests_sent"] == len(log2.read_text().splitlines())
