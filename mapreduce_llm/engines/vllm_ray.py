@@ -164,6 +164,11 @@ class VLLMRayEngine:
         self._limits: tuple[asyncio.AbstractEventLoop, list[asyncio.Semaphore]] | None = None
 
     @property
+    def actors(self) -> list[Any]:
+        """The Ray actor handles of the replicas (for operators: health checks, fault drills)."""
+        return list(self._actors)
+
+    @property
     def info(self) -> EngineInfo:
         """The served model and its context length (after start)."""
         if self._info is None:
