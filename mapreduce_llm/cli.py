@@ -461,6 +461,98 @@ def models_prepare() -> None:
     click.echo(ensure_embedded_model())
 
 
+_ADDRESS_OPTION = click.option(
+    "--address",
+    envvar=["RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"],
+    help="Ray dashboard URL of the cluster, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS, "
+    "$RAY_ADDRESS). Token auth: $RAY_AUTH_TOKEN or $RAY_AUTH_TOKEN_PATH.",
+)
+
+
+@cli.command()
+@job_options
+@_ADDRESS_OPTION
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE", help="Environment variable for the job (repeat).")
+@click.option(
+    "--upload-input/--no-upload-input",
+    default=True,
+    show_default=True,
+    help="Send the input along with the job when it exists here; otherwise its path is read on the cluster.",
+)
+@click.option("--submission-id", help="Id for the Ray job (default: chosen by Ray).")
+def submit(
+    address: str | None, env: tuple[str, ...], upload_input: bool, submission_id: str | None, **kwargs: Any
+) -> None:
+    """Submit a job to a Ray cluster; prints the submission id.
+
+    The job spec, its prompt files and the input are sent with the job; the cluster runs `mapreduce-llm run
+    spec.yaml`. OUTPUT and --model are paths on the cluster.
+    """
+    from mapreduce_llm.submission import submit as submit_job
+
+    spec = _spec_from(**kwargs, need_output=True)
+    variables = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--env")
+        variables[key] = value
+    submission = submit_job(spec, address, env=variables, upload_input=upload_input, submission_id=submission_id)
+    click.echo(submission)
+
+
+@cli.command()
+@click.argument("submission_id")
+@_ADDRESS_OPTION
+def status(submission_id: str, address: str | None) -> None:
+    """Status of a submitted job: PENDING, RUNNING, SUCCEEDED, FAILED or STOPPED, and why."""
+    from mapreduce_llm.submission import job_info
+
+    info = job_info(address, submission_id)
+    click.echo(f"{submission_id}: {info.status}")
+    if info.message:
+        click.echo(f"  {info.message}")
+    for key, value in sorted((info.metadata or {}).items()):
+        click.echo(f"  {key}: {value}")
+
+
+@cli.command()
+@click.argument("submission_id")
+@_ADDRESS_OPTION
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+def logs(submission_id: str, address: str | None, follow: bool) -> None:
+    """Print a submitted job's driver output."""
+    from mapreduce_llm.submission import follow_logs, job_logs
+
+    if follow:
+        follow_logs(address, submission_id, lambda chunk: click.echo(chunk, nl=False))
+    else:
+        click.echo(job_logs(address, submission_id), nl=False)
+
+
+@cli.command()
+@click.argument("submission_id")
+@_ADDRESS_OPTION
+def stop(submission_id: str, address: str | None) -> None:
+    """Stop a submitted job."""
+    from mapreduce_llm.submission import stop_job
+
+    stopped = stop_job(address, submission_id)
+    click.echo(f"{submission_id}: {'stopping' if stopped else 'already ended'}")
+
+
+@cli.command("list")
+@_ADDRESS_OPTION
+def list_(address: str | None) -> None:
+    """List the cluster's jobs: submission id, status, task and prompt, job id."""
+    from mapreduce_llm.submission import list_jobs
+
+    for job in list_jobs(address):
+        meta = job.metadata or {}
+        ident = job.submission_id or job.job_id
+        click.echo(f"{ident}  {job.status!s:10} {meta.get('prompt', '-'):20} {meta.get('job_id', '-')}")
+
+
 def _echo_drift(scores: dict[str, dict[str, float]]) -> None:
     from mapreduce_llm.drift import level
 

@@ -1,0 +1,184 @@
+"""Jobs on a Ray cluster, through Ray's Job Submission API (the dashboard's HTTP server, port 8265 by default).
+
+``submit`` packs what the job needs into a Ray ``runtime_env`` working folder — the job spec, the prompt
+files it can run and (when it exists on this machine) the input — and starts ``mapreduce-llm run spec.yaml``
+as the job's entrypoint on the cluster. ``output`` and ``engine.model`` are paths *on the cluster* (shared
+storage or the node's disk): results are written there by the job's driver.
+
+Token authentication (``RAY_AUTH_MODE=token`` on the cluster): the token is read from ``RAY_AUTH_TOKEN``,
+else from the file named by ``RAY_AUTH_TOKEN_PATH``, else — when ``RAY_AUTH_MODE=token`` is set here too —
+from ``~/.ray/auth_token`` (where ``ray get-auth-token --generate`` writes it), and sent as a bearer token.
+A cluster that refuses the request becomes a :class:`SubmissionError` saying what to set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mapreduce_llm.config import JobSpec
+from mapreduce_llm.errors import MapReduceError
+from mapreduce_llm.prompts import default_prompts_dir
+from mapreduce_llm.registry import select_prompts
+
+ENTRYPOINT = "mapreduce-llm run spec.yaml --no-progress"
+"""What the cluster runs, inside the uploaded working folder."""
+
+
+class SubmissionError(MapReduceError):
+    """The cluster could not be reached, refused the request, or does not know the job."""
+
+
+def auth_token() -> str | None:
+    """The Ray auth token for the cluster, from the environment or the token file (see module docs)."""
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return token
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not path and os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        path = str(Path.home() / ".ray" / "auth_token")
+    if path and Path(path).is_file():
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    return None
+
+
+@contextmanager
+def cluster_errors(address: str) -> Iterator[None]:
+    """Turn the Jobs API's failures into one-line SubmissionErrors that say what to do."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        yield
+    except AuthenticationError as exc:
+        has_token = auth_token() is not None
+        reason = "the token sent was not accepted" if has_token else "token authentication is on and no token was sent"
+        raise SubmissionError(
+            f"the Ray cluster at {address} refused the request: {reason}; set RAY_AUTH_TOKEN to the cluster's "
+            "token (or RAY_AUTH_TOKEN_PATH to a file holding it; on the head node: `ray get-auth-token`)"
+        ) from exc
+    except ConnectionError as exc:
+        raise SubmissionError(
+            f"cannot reach the Ray dashboard at {address}: {exc}; check --address (the dashboard's URL, "
+            "e.g. http://127.0.0.1:8265) and that the cluster is up"
+        ) from None
+    except RuntimeError as exc:  # the SDK raises RuntimeError for other HTTP failures (e.g. unknown job)
+        raise SubmissionError(f"the Ray cluster at {address} answered: {str(exc).strip()}") from None
+
+
+def client(address: str | None) -> Any:
+    """A JobSubmissionClient for ``address`` (the dashboard URL), sending the auth token when there is one."""
+    from ray.job_submission import JobSubmissionClient
+
+    if not address:
+        raise SubmissionError(
+            "no cluster address; give --address http://HOST:8265 (the Ray dashboard) or set RAY_API_SERVER_ADDRESS"
+        )
+    token = auth_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    with cluster_errors(address):
+        return JobSubmissionClient(address, headers=headers)
+
+
+def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> dict[str, str]:
+    """Write the job's working folder (spec.yaml, prompts/, input/ when uploaded); returns job metadata.
+
+    The spec is validated and the prompt reference resolved here, before anything reaches the cluster.
+    """
+    prompts_root = spec.prompts_dir or default_prompts_dir()
+    selection = select_prompts(spec.prompt, prompts_root)
+    shutil.copytree(prompts_root, folder / "prompts", ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    data: dict[str, Any] = spec.model_dump(mode="json", exclude_none=True)
+    data["prompts_dir"] = "prompts"
+    data["job_id"] = spec.resolved_job_id
+    if upload_input and spec.input.exists():
+        target = folder / "input" / spec.input.name
+        if spec.input.is_dir():
+            shutil.copytree(spec.input, target, ignore=shutil.ignore_patterns(".*"))
+        else:
+            target.parent.mkdir()
+            shutil.copy2(spec.input, target)
+        data["input"] = f"input/{spec.input.name}"
+    (folder / "spec.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return {
+        "job_id": spec.resolved_job_id,
+        "task": selection.base.task,
+        "prompt": spec.prompt,
+        "prompt_versions": ",".join(ref.version for ref in selection.versions),
+        "output": str(spec.output),
+        "mapreduce_llm_version": version("mapreduce-llm"),
+    }
+
+
+def submit(
+    spec: JobSpec,
+    address: str | None,
+    *,
+    env: dict[str, str] | None = None,
+    upload_input: bool = True,
+    submission_id: str | None = None,
+) -> str:
+    """Submit ``spec`` as a Ray job on the cluster at ``address``; returns the submission id."""
+    jobs = client(address)
+    env_vars = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    with tempfile.TemporaryDirectory(prefix="mapreduce-llm-submit-") as tmp:
+        metadata = package_job(spec, Path(tmp), upload_input=upload_input)
+        with cluster_errors(str(address)):
+            submitted: str = jobs.submit_job(
+                entrypoint=ENTRYPOINT,
+                runtime_env={"working_dir": tmp, "env_vars": env_vars},
+                metadata=metadata,
+                submission_id=submission_id,
+            )
+    return submitted
+
+
+def job_info(address: str | None, submission_id: str) -> Any:
+    """Ray's JobDetails for one submission (status, message, times, metadata)."""
+    jobs = client(address)
+    with cluster_errors(str(address)):
+        return jobs.get_job_info(submission_id)
+
+
+def list_jobs(address: str | None) -> list[Any]:
+    """Every job the cluster knows, oldest first."""
+    jobs = client(address)
+    with cluster_errors(str(address)):
+        found: list[Any] = jobs.list_jobs()
+    return sorted(found, key=lambda job: job.start_time or 0)
+
+
+def job_logs(address: str | None, submission_id: str) -> str:
+    """The job's driver output so far."""
+    jobs = client(address)
+    with cluster_errors(str(address)):
+        logs: str = jobs.get_job_logs(submission_id)
+    return logs
+
+
+def follow_logs(address: str | None, submission_id: str, write: Callable[[str], None]) -> None:
+    """Stream the job's driver output to ``write`` until the job ends."""
+    jobs = client(address)
+
+    async def tail() -> None:
+        async for chunk in jobs.tail_job_logs(submission_id):
+            write(chunk)
+
+    with cluster_errors(str(address)):
+        asyncio.run(tail())
+
+
+def stop_job(address: str | None, submission_id: str) -> bool:
+    """Ask the cluster to stop a job; False if it had already ended."""
+    jobs = client(address)
+    with cluster_errors(str(address)):
+        stopped: bool = jobs.stop_job(submission_id)
+    return stopped

@@ -1,0 +1,70 @@
+"""Submission to a Ray cluster, without a cluster: packing the job, finding the token, explaining failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mapreduce_llm.cli import cli
+from mapreduce_llm.config import build_spec
+from mapreduce_llm.submission import ENTRYPOINT, SubmissionError, auth_token, job_info, package_job
+from tests.conftest import PROMPTS
+
+
+def test_job_folder_carries_spec_prompts_and_input(tmp_path: Path) -> None:
+    """The working folder has spec.yaml pointing at the uploaded input and prompts; metadata names the prompt."""
+    src = tmp_path / "docs"
+    src.mkdir()
+    (src / "a.txt").write_text("hello")
+    spec = build_spec({"input": src, "output": "/data/out", "prompt": "qa@1.0.0", "prompts_dir": PROMPTS})
+    folder = tmp_path / "job"
+    folder.mkdir()
+    metadata = package_job(spec, folder)
+    written = yaml.safe_load((folder / "spec.yaml").read_text())
+    assert written["input"] == "input/docs" and (folder / "input" / "docs" / "a.txt").read_text() == "hello"
+    assert written["prompts_dir"] == "prompts" and (folder / "prompts" / "qa" / "1.0.0.yaml").is_file()
+    assert written["output"] == "/data/out" and written["job_id"] == "out"
+    assert metadata["task"] == "qa" and metadata["prompt_versions"] == "1.0.0" and metadata["job_id"] == "out"
+    assert ENTRYPOINT.startswith("mapreduce-llm run spec.yaml")
+
+
+def test_input_on_the_cluster_is_left_as_a_path(tmp_path: Path) -> None:
+    """--no-upload-input (or an input that is not here): the path is read on the cluster."""
+    spec = build_spec({"input": "/mnt/corpus", "output": "/data/out", "prompts_dir": PROMPTS})
+    metadata = package_job(spec, tmp_path, upload_input=True)
+    assert yaml.safe_load((tmp_path / "spec.yaml").read_text())["input"] == "/mnt/corpus"
+    assert metadata["task"] == "summarize"
+
+
+def test_token_from_environment_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAY_AUTH_TOKEN wins; else RAY_AUTH_TOKEN_PATH; else ~/.ray/auth_token only with RAY_AUTH_MODE=token."""
+    for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("home-token\n")
+    assert auth_token() is None
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert auth_token() == "home-token"
+    (tmp_path / "t").write_text("file-token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "t"))
+    assert auth_token() == "file-token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "env-token")
+    assert auth_token() == "env-token"
+
+
+def test_unreachable_cluster_is_explained() -> None:
+    """Nothing listening at the address: SubmissionError naming it and what to check."""
+    with pytest.raises(SubmissionError, match=r"cannot reach the Ray dashboard at http://127\.0\.0\.1:9"):
+        job_info("http://127.0.0.1:9", "raysubmit_x")
+
+
+def test_commands_need_an_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --address or RAY_ADDRESS the command says what to give."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    result = CliRunner().invoke(cli, ["status", "raysubmit_x"])
+    assert isinstance(result.exception, SubmissionError) and "--address" in str(result.exception)
