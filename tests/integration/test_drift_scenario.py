@@ -1,0 +1,62 @@
+"""The drift scenario of benchmarks/drift_scenario.py with the real embedding model (no LLM engine needed;
+in the integration tier because embedding 120 documents takes a minute or two on 2 cores)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from mapreduce_llm.config import JobSpec
+from mapreduce_llm.drift import DocumentProfile, build_baseline, job_drift, level, profile_document
+from mapreduce_llm.embeddings import Embedder
+from mapreduce_llm.errors import DocumentError
+from mapreduce_llm.runner import plan_job
+from tests.conftest import PROMPTS, ROOT
+
+
+def _scenario() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("drift_scenario", ROOT / "benchmarks" / "drift_scenario.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def profiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[DocumentProfile]]:
+    """Profiles of the three corpora (40 documents each): Python docs, held-out Python docs, license texts."""
+    folders = _scenario().build_corpora(tmp_path_factory.mktemp("corpora"), 40)
+    embedder = Embedder()
+    out = {}
+    for name, folder in folders.items():
+        spec = JobSpec.model_validate({"input": folder, "output": folder / "out", "prompts_dir": PROMPTS})
+        _, plans = plan_job(spec)
+        out[name] = [profile_document(p, embedder) for p in plans if not isinstance(p, DocumentError)]
+    return out
+
+
+def test_corpora_are_disjoint_and_sized(tmp_path: Path) -> None:
+    """Baseline and held-out pieces never overlap; each corpus has the requested number of documents."""
+    folders = _scenario().build_corpora(tmp_path, 20)
+    texts = {name: {p.read_text() for p in folder.iterdir()} for name, folder in folders.items()}
+    assert all(len(t) == 20 for t in texts.values())
+    assert not texts["baseline"] & texts["heldout"]
+
+
+def test_held_out_documents_stay_under_every_threshold(profiles: dict[str, list[DocumentProfile]]) -> None:
+    """Documents of the baseline's kind (other Python docs pieces) raise no drift alert on any signal."""
+    baseline = build_baseline("python-docs", profiles["baseline"], "baseline")
+    scores = job_drift(baseline, profiles["heldout"])["summarize@1.0.0"]
+    assert len(scores) == 4
+    assert all(level(signal, score) != "alert" for signal, score in scores.items()), scores
+
+
+def test_a_different_kind_of_corpus_goes_over_the_thresholds(profiles: dict[str, list[DocumentProfile]]) -> None:
+    """License texts scored against a Python-docs baseline: embedding and class signals alert."""
+    baseline = build_baseline("python-docs", profiles["baseline"], "baseline")
+    scores = job_drift(baseline, profiles["different"])["summarize@1.0.0"]
+    assert level("embedding_centroid", scores["embedding_centroid"]) == "alert", scores
+    assert level("prompt_class", scores["prompt_class"]) == "alert", scores
