@@ -33,7 +33,6 @@ from mapreduce_llm.prompts import PromptRef
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, reduce_tree
 from mapreduce_llm.registry import PromptSelection
 from mapreduce_llm.results import (
-    SUMMARY_FILE,
     DocumentResult,
     ErrorInfo,
     JobSummary,
@@ -42,7 +41,6 @@ from mapreduce_llm.results import (
     ResultLog,
     Timings,
     Usage,
-    write_atomic,
 )
 from mapreduce_llm.tokenization import Tokenizer
 
@@ -326,23 +324,26 @@ class Job:
 
     # ---- the whole job --------------------------------------------------------------------------
     async def run(self) -> JobSummary:
-        """Process every document and write results.jsonl and summary.json; returns the summary."""
+        """Process every document and write results.jsonl and summary.json; returns the summary.
+
+        Memory stays flat as the corpus grows: documents are read lazily, at most
+        ``limits.max_documents_in_flight`` are open, results stream to disk and the summary is a running tally.
+        """
         started_at = time.time()
         model = self.engine.info.model
         sink = ResultLog(self.spec.output)
         if self.spec.cache.enabled and self.cache is None:
             self.cache = RequestCache(self.spec.cache.path or self.spec.output / "cache.sqlite")
-        previous = sink.previous_successes(model)
-        results: dict[int, DocumentResult] = {}
-        resumed = 0
+        resumable = sink.index_previous(model)
+        tally = _Tally()
         slots = asyncio.Semaphore(self.spec.limits.max_documents_in_flight)
         tasks: set[asyncio.Task[None]] = set()
-        self.log.info("job.start", input=str(self.spec.input), model=model, resumable=len(previous))
+        self.log.info("job.start", input=str(self.spec.input), model=model, resumable=resumable)
 
         def record(index: int, result: DocumentResult, plan: DocumentPlan | None = None, *, fresh: bool = True) -> None:
-            results[index] = result
+            tally.add(result, resumed=not fresh)
+            sink.add(index, result, fresh=fresh)
             if fresh:
-                sink.append(result)
                 self.observer.document_done(result, plan)
             self.on_result(result)
             self.log.info(
@@ -354,6 +355,7 @@ class Job:
                 chunks=result.chunks,
                 levels=result.levels,
                 seconds=result.timings.total_s,
+                resumed=not fresh,
             )
 
         async def guarded(index: int, doc: Document) -> None:
@@ -370,10 +372,9 @@ class Job:
                 if isinstance(item, DocumentError):
                     record(index, error_result(item, self.prompts.choose(item.document_id), model, item.source))
                     continue
-                reused = previous.get((item.id, item.source))
+                reused = sink.previous(item.id, item.source)
                 chosen = self.prompts.choose(item.id)
                 if reused is not None and reused.prompt == PromptInfo(name=chosen.task, version=chosen.version):
-                    resumed += 1
                     record(index, reused, fresh=False)
                     continue
                 await slots.acquire()
@@ -393,52 +394,77 @@ class Job:
                 t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-        ordered = [results[i] for i in sorted(results)]
-        summary = self._summary(ordered, started_at, resumed, fatal)
+        summary = self._summary(tally, started_at, fatal)
         self.observer.job_done(summary)
         if fatal is None:
-            sink.finish(ordered, summary)
+            sink.finish(summary)
         else:
-            sink.close()
-            write_atomic(self.spec.output / SUMMARY_FILE, summary.model_dump_json(indent=2) + "\n")
-            self.log.error("job.failed", error=str(fatal), finished=len(ordered))
+            sink.abandon(summary)
+            self.log.error("job.failed", error=str(fatal), finished=tally.documents)
             raise fatal
         self.log.info("job.done", ok=summary.ok, errors=summary.errors, seconds=summary.seconds)
         return summary
 
-    def _summary(
-        self, results: list[DocumentResult], started_at: float, resumed: int, fatal: BaseException | None
-    ) -> JobSummary:
+    def _summary(self, tally: _Tally, started_at: float, fatal: BaseException | None) -> JobSummary:
         finished_at = time.time()
-        requests: Counter[str] = Counter()
-        for r in results:
-            requests.update(r.usage.requests)
         return JobSummary(
             job_id=self.job_id,
             status="completed" if fatal is None else "failed",
             input=str(self.spec.input),
             output=str(self.spec.output),
             prompt=self.prompts.reference,
-            documents_by_version=dict(
-                Counter(f"{r.prompt.name}@{r.prompt.version}" for r in results if r.prompt is not None)
-            ),
+            documents_by_version=dict(tally.by_version),
             model=self.engine.info.model,
             max_model_len=self.engine.info.max_model_len,
             started_at=started_at,
             finished_at=finished_at,
             seconds=round(finished_at - started_at, 3),
-            documents=len(results),
-            ok=sum(r.status == "ok" for r in results),
-            errors=sum(r.status == "error" for r in results),
-            resumed=resumed,
-            errors_by_code=dict(Counter(r.error.code for r in results if r.error)),
-            chunks=sum(r.chunks for r in results),
-            requests=dict(requests),
-            prompt_tokens=sum(r.usage.prompt_tokens for r in results),
-            completion_tokens=sum(r.usage.completion_tokens for r in results),
-            cached_prompt_tokens=sum(r.usage.cached_prompt_tokens for r in results),
+            documents=tally.documents,
+            ok=tally.ok,
+            errors=tally.errors,
+            resumed=tally.resumed,
+            errors_by_code=dict(tally.errors_by_code),
+            chunks=tally.chunks,
+            requests=dict(tally.requests),
+            prompt_tokens=tally.prompt_tokens,
+            completion_tokens=tally.completion_tokens,
+            cached_prompt_tokens=tally.cached_prompt_tokens,
             requests_from_cache=self.requests_from_cache,
             requests_sent=self.requests_sent,
-            max_levels=max((r.levels for r in results), default=0),
+            max_levels=tally.max_levels,
             fatal_error=None if fatal is None else f"{type(fatal).__name__}: {fatal}",
         )
+
+
+@dataclass(slots=True)
+class _Tally:
+    """Running totals of a job's results, for summary.json without keeping the results."""
+
+    documents: int = 0
+    ok: int = 0
+    errors: int = 0
+    resumed: int = 0
+    chunks: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    max_levels: int = 0
+    errors_by_code: Counter[str] = field(default_factory=Counter)
+    requests: Counter[str] = field(default_factory=Counter)
+    by_version: Counter[str] = field(default_factory=Counter)
+
+    def add(self, r: DocumentResult, *, resumed: bool) -> None:
+        self.documents += 1
+        self.ok += r.status == "ok"
+        self.errors += r.status == "error"
+        self.resumed += resumed
+        if r.error is not None:
+            self.errors_by_code[r.error.code] += 1
+        if r.prompt is not None:
+            self.by_version[f"{r.prompt.name}@{r.prompt.version}"] += 1
+        self.chunks += r.chunks
+        self.requests.update(r.usage.requests)
+        self.prompt_tokens += r.usage.prompt_tokens
+        self.completion_tokens += r.usage.completion_tokens
+        self.cached_prompt_tokens += r.usage.cached_prompt_tokens
+        self.max_levels = max(self.max_levels, r.levels)

@@ -151,44 +151,84 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class ResultLog:
-    """Appends finished results to the partial log as they come, and writes the final files."""
+    """Where finished documents go, with memory that does not grow with the corpus.
+
+    Each finished document is appended (and flushed) to ``results.partial.jsonl`` at once, so an interrupted
+    job loses nothing done. Results are also written in input order to a temporary file through a small
+    reorder buffer (documents finish out of order only within the bounded set in flight); ``finish`` renames
+    it to ``results.jsonl``, so that file is only ever replaced whole.
+    """
 
     def __init__(self, output_dir: Path) -> None:
         self.dir = output_dir
         self.dir.mkdir(parents=True, exist_ok=True)
         self._partial = self.dir / PARTIAL_FILE
         self._fh = self._partial.open("a", encoding="utf-8")
+        fd, tmp = tempfile.mkstemp(prefix=f".{RESULTS_FILE}.", dir=self.dir)
+        self._tmp = Path(tmp)
+        self._ordered = os.fdopen(fd, "w", encoding="utf-8")
+        self._pending: dict[int, DocumentResult] = {}
+        self._next = 0
+        self._previous: dict[tuple[str, str | None], tuple[Path, int]] = {}
 
-    def previous_successes(self, model: str | None) -> dict[tuple[str, str | None], DocumentResult]:
-        """Successful results of an earlier run of this job with the same model, keyed by (id, source);
-        the caller reuses one only if its prompt version is the one the document gets now."""
-        found: dict[tuple[str, str | None], DocumentResult] = {}
+    def index_previous(self, model: str | None) -> int:
+        """Index (by file offset, not in memory) the successful results of an earlier run of this job with
+        the same model; returns how many there are. Look one up with :meth:`previous`."""
         for path in (self.dir / RESULTS_FILE, self._partial):
             if not path.is_file():
                 continue
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = DocumentResult.model_validate_json(line)
-                except ValueError:
-                    continue  # a line cut short by a crash
-                if rec.status == "ok" and rec.model == model:
-                    found[(rec.id, rec.source)] = rec
-        return found
+            with path.open("rb") as fh:
+                offset = 0
+                for line in fh:
+                    try:
+                        rec = DocumentResult.model_validate_json(line)
+                    except ValueError:
+                        rec = None  # a line cut short by a crash
+                    if rec is not None and rec.status == "ok" and rec.model == model:
+                        self._previous[(rec.id, rec.source)] = (path, offset)
+                    offset += len(line)
+        return len(self._previous)
 
-    def append(self, result: DocumentResult) -> None:
-        """Record one finished document (flushed, so an interrupted job loses nothing done)."""
-        self._fh.write(result.model_dump_json() + "\n")
-        self._fh.flush()
+    def previous(self, document_id: str, source: str | None) -> DocumentResult | None:
+        """An earlier successful result of this document, if :meth:`index_previous` found one."""
+        where = self._previous.get((document_id, source))
+        if where is None:
+            return None
+        path, offset = where
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return DocumentResult.model_validate_json(fh.readline())
 
-    def finish(self, results: list[DocumentResult], summary: JobSummary) -> None:
-        """Write results.jsonl and summary.json atomically, then drop the partial log."""
-        write_atomic(self.dir / RESULTS_FILE, "".join(r.model_dump_json() + "\n" for r in results))
+    def add(self, index: int, result: DocumentResult, *, fresh: bool = True) -> None:
+        """Record the result of input document number ``index`` (``fresh``: computed by this run)."""
+        if fresh:
+            self._fh.write(result.model_dump_json() + "\n")
+            self._fh.flush()
+        self._pending[index] = result
+        while self._next in self._pending:
+            self._ordered.write(self._pending.pop(self._next).model_dump_json() + "\n")
+            self._next += 1
+
+    @property
+    def buffered(self) -> int:
+        """Results waiting for an earlier document to finish before they can be written in order."""
+        return len(self._pending)
+
+    def finish(self, summary: JobSummary) -> None:
+        """Publish results.jsonl (rename) and summary.json atomically, then drop the partial log."""
+        if self._pending:
+            raise RuntimeError(f"results missing before document {self._next}; {len(self._pending)} buffered")
+        self._ordered.flush()
+        os.fsync(self._ordered.fileno())
+        self._ordered.close()
+        self._tmp.replace(self.dir / RESULTS_FILE)
         write_atomic(self.dir / SUMMARY_FILE, json.dumps(summary.model_dump(), indent=2) + "\n")
         self._fh.close()
-        if summary.status == "completed":
-            self._partial.unlink(missing_ok=True)
+        self._partial.unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Close the partial log (kept for resuming)."""
-        if not self._fh.closed:
-            self._fh.close()
+    def abandon(self, summary: JobSummary) -> None:
+        """The job failed: keep the partial log for resuming, drop the incomplete ordered file."""
+        self._ordered.close()
+        self._tmp.unlink(missing_ok=True)
+        self._fh.close()
+        write_atomic(self.dir / SUMMARY_FILE, json.dumps(summary.model_dump(), indent=2) + "\n")
