@@ -98,7 +98,7 @@ def main() -> None:
     profiles = {}
     for name, folder in folders.items():
         spec = JobSpec.model_validate({"input": folder, "output": args.out / name, "prompts_dir": ROOT / "prompts"})
-        plans = list(plan_job(spec)[1])  # plan first: only the embedding is timed
+        _, plans = plan_job(spec)
         started = time.perf_counter()
         profiles[name] = [profile_document(p, embedder) for p in plans if not isinstance(p, DocumentError)]
         seconds = time.perf_counter() - started
