@@ -590,9 +590,14 @@ def drift_profile(**kwargs: Any) -> None:
     spec = _spec_from(**kwargs, need_output=True)
     _, plans = plan_job(spec)
     embedder = Embedder()
-    profiles = [profile_document(p, embedder) for p in plans if not isinstance(p, DocumentError)]
+    profiles, errors = [], 0
+    for p in plans:
+        if isinstance(p, DocumentError):
+            errors += 1
+        else:
+            profiles.append(profile_document(p, embedder))
     path = write_profiles(spec.output, profiles)
-    click.echo(f"{len(profiles)} documents profiled ({len(plans) - len(profiles)} errors): {path}")
+    click.echo(f"{len(profiles)} documents profiled ({errors} errors): {path}")
 
 
 @drift.command("baseline")

@@ -134,8 +134,8 @@ async def _run_on_server(
         return await Job(spec, prompts, tokenizer, server, on_result, observer).run()
 
 
-def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, list[DocumentPlan | DocumentError]]:
-    """Plan every document of a job without starting an engine.
+def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, Iterator[DocumentPlan | DocumentError]]:
+    """Plan every document of a job without starting an engine, lazily (one document in memory at a time).
 
     ``estimate``: count with tiktoken's cl100k_base instead of the served model's tokenizer — a quick
     estimate that needs no model folder; exact for OpenAI-family tokenizers only.
@@ -143,15 +143,17 @@ def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, li
     prompts = select_prompts(spec.prompt, spec.prompts_dir)
     tokenizer: Tokenizer = TiktokenTokenizer() if estimate else engine_tokenizer(spec.engine)
     reserve = spec.sampling.reserved_output_tokens
-    plans: list[DocumentPlan | DocumentError] = []
-    for item in read_documents(spec.input, spec.limits.max_document_bytes):
-        if isinstance(item, DocumentError):
-            plans.append(item)
-            continue
-        try:
-            prompt = prompts.choose(item.id)
-            plans.append(plan_document(item, prompt, tokenizer, spec.engine.max_model_len, spec.chunking, reserve))
-        except DocumentError as err:
-            err.source = err.source or item.source
-            plans.append(err)
-    return prompts, plans
+
+    def plans() -> Iterator[DocumentPlan | DocumentError]:
+        for item in read_documents(spec.input, spec.limits.max_document_bytes):
+            if isinstance(item, DocumentError):
+                yield item
+                continue
+            try:
+                prompt = prompts.choose(item.id)
+                yield plan_document(item, prompt, tokenizer, spec.engine.max_model_len, spec.chunking, reserve)
+            except DocumentError as err:
+                err.source = err.source or item.source
+                yield err
+
+    return prompts, plans()

@@ -194,3 +194,36 @@ def test_driver_killed_mid_job_resumes_without_resending_finished_requests(tmp_p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests_from_cache"] + summary["resumed"] > 0  # the first run's work was reused
     assert summary["requests_sent"] == len(log2.read_text().splitlines())
+
+
+def test_ctrl_c_flushes_and_the_rerun_resumes(tmp_path: Path) -> None:
+    """SIGINT mid-job: the driver stops, summary.json says failed, finished work is kept, a rerun completes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    src = _corpus(tmp_path, 6)
+    out, log1, log2 = tmp_path / "out", tmp_path / "sent-1.log", tmp_path / "sent-2.log"
+    command = [sys.executable, "-m", "tests.job_with_fake_engine", str(src), str(out)]
+    first = subprocess.Popen([*command, str(log1), "0.2"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and first.poll() is None and not (out / "results.partial.jsonl").exists():
+        time.sleep(0.02)
+    while time.monotonic() < deadline and first.poll() is None and len(log1.read_text().splitlines()) < 12:
+        time.sleep(0.02)
+    assert first.poll() is None, "the job ended before it could be interrupted"
+    first.send_signal(signal.SIGINT)
+    _, stderr = first.communicate(timeout=60)
+    assert first.returncode != 0 and "KeyboardInterrupt" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "failed" and not (out / "results.jsonl").exists()
+    assert not list(out.glob(".results.jsonl.*")), "the incomplete ordered file is removed"
+
+    rerun = subprocess.run([*command, str(log2), "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["ok"] == 6
+    assert summary["requests_from_cache"] + summary["resumed"] > 0

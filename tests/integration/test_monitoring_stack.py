@@ -1,0 +1,224 @@
+"""Metrics on a real Prometheus and Pushgateway: two real jobs, a baseline, a drift alert, every dashboard panel.
+
+Prometheus (Debian package ``prometheus``) and the Pushgateway (``prometheus-pushgateway``) run on free loopback
+ports with the shipped rule files and 1 s scrape and evaluation intervals. Job A summarizes short Python docs
+pieces with embeddings on, serving /metrics and pushing at the end; its profile.jsonl becomes baseline
+``python-docs`` (through the CLI); job B summarizes license texts against that baseline. Then the drift alert
+must fire, and every query of the Grafana dashboard must return data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from mapreduce_llm.cli import cli
+from mapreduce_llm.config import JobSpec
+from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
+from mapreduce_llm.metrics import build_observer, job_task, push_metrics, serve_metrics
+from mapreduce_llm.runner import run_job
+from tests.conftest import PROMPTS, ROOT
+from tests.integration.conftest import TEST_ENGINE
+from tests.integration.test_drift_scenario import _scenario
+from tests.test_monitoring import dashboard_exprs
+
+MONITORING = ROOT / "monitoring"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+@dataclass
+class Stack:
+    prometheus: str
+    pushgateway: str
+    driver_port: int
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Prometheus + Pushgateway on loopback, scraping the job driver's port and the Pushgateway every second."""
+    for exe in ("prometheus", "prometheus-pushgateway"):
+        if shutil.which(exe) is None:
+            pytest.fail(f"{exe} is not installed: `apt-get install prometheus prometheus-pushgateway` (.ci/run does)")
+    root = tmp_path_factory.mktemp("prometheus")
+    prom_port, gw_port, driver_port = _free_port(), _free_port(), _free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(MONITORING / "rules" / "recording.yml"), str(MONITORING / "rules" / "alerts.yml")],
+        "scrape_configs": [
+            {"job_name": "mapreduce-llm-driver", "static_configs": [{"targets": [f"127.0.0.1:{driver_port}"]}]},
+            {
+                "job_name": "pushgateway",
+                "honor_labels": True,
+                "static_configs": [{"targets": [f"127.0.0.1:{gw_port}"]}],
+            },
+        ],
+    }
+    (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+    procs = [
+        subprocess.Popen(
+            ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=(root / "pushgateway.log").open("wb"),
+        ),
+        subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(root / "prometheus.log").open("wb"),
+        ),
+    ]
+    try:
+        _wait_ready(f"http://127.0.0.1:{gw_port}/-/ready", procs[0])
+        _wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", procs[1])
+        yield Stack(f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{gw_port}", driver_port)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def _query(stack: Stack, expr: str) -> list[dict[str, Any]]:
+    body = _get(f"{stack.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def _wait_for(stack: Stack, expr: str, series: int = 1, seconds: float = 60) -> list[dict[str, Any]]:
+    """Poll until ``expr`` returns at least ``series`` series (scrapes and rule evaluations run every second)."""
+    deadline = time.monotonic() + seconds
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        result = _query(stack, expr)
+        if len(result) >= series:
+            return result
+        time.sleep(1)
+    raise TimeoutError(f"{len(result)} of {series} series for {expr} after {seconds} s: {result}")
+
+
+def _monitored_job(
+    stack: Stack, engine: VLLMRayEngine, src: Path, out: Path, baselines: Path, baseline: str | None
+) -> dict[str, dict[str, float]]:
+    """What `mapreduce-llm run --metrics-port P --pushgateway URL [--embed | --baseline NAME]` does."""
+    spec = JobSpec.model_validate(
+        {
+            "input": src,
+            "output": out,
+            "prompt": "summarize",
+            "prompts_dir": PROMPTS,
+            "engine": TEST_ENGINE.model_dump(),
+            "sampling": {"reserved_output_tokens": 32},
+        }
+    )
+    observer = build_observer(spec, embed=True, baseline=baseline, baselines_dir=baselines)
+    with serve_metrics(observer.metrics.registry, stack.driver_port):
+        run_job(spec, engine=engine, observer=observer)
+        time.sleep(2)  # let Prometheus scrape the final figures from the driver too
+    push_metrics(observer.metrics.registry, stack.pushgateway, spec.resolved_job_id, job_task(spec))
+    return observer.drift
+
+
+@pytest.fixture(scope="module")
+def two_jobs(stack: Stack, engine: VLLMRayEngine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Job A on Python docs → baseline python-docs; job B on license texts scored against it."""
+    root = tmp_path_factory.mktemp("jobs")
+    folders = _scenario().build_corpora(root / "corpora", 4)
+    for folder in folders.values():  # short documents: one chunk each, the engine decodes ~30 tokens/s here
+        for path in folder.iterdir():
+            path.write_text(path.read_text()[:1500])
+    baselines = root / "baselines"
+    _monitored_job(stack, engine, folders["baseline"], root / "week1", baselines, None)
+    made = CliRunner().invoke(
+        cli,
+        ["drift", "baseline", "--results", str(root / "week1"), "--name", "python-docs"],
+        env={"MAPREDUCE_LLM_BASELINES": str(baselines)},
+    )
+    assert made.exit_code == 0, made.output
+    drift = _monitored_job(stack, engine, folders["different"], root / "week2", baselines, "python-docs")
+    return {"root": root, "drift": drift, "baseline_output": made.output}
+
+
+def test_baseline_is_built_from_the_first_job(two_jobs: dict[str, Any]) -> None:
+    """`drift baseline` stores a reference for summarize@1.0.0 from job A's profile.jsonl."""
+    assert "summarize@1.0.0: 4 documents" in two_jobs["baseline_output"]
+    stored = json.loads((two_jobs["root"] / "baselines" / "python-docs.json").read_text())
+    assert stored["versions"]["summarize@1.0.0"]["centroid"]
+
+
+def test_pushed_figures_are_grouped_by_job_and_task(stack: Stack, two_jobs: dict[str, Any]) -> None:
+    """The Pushgateway holds one group per job name and task; Prometheus scrapes it with those labels."""
+    result = _wait_for(stack, 'mapreduce_llm_job_documents{status="ok", job=~"week1|week2"}', series=2)
+    assert {(r["metric"]["job"], r["metric"]["task"]) for r in result} == {
+        ("week1", "summarize"),
+        ("week2", "summarize"),
+    }
+    assert all(r["value"][1] == "4" for r in result)
+
+
+def test_drift_alert_fires_for_the_different_corpus(stack: Stack, two_jobs: dict[str, Any]) -> None:
+    """Job B's drift gauges are over the thresholds and MapReduceLLMDrift fires in Prometheus."""
+    scores = two_jobs["drift"]["summarize@1.0.0"]
+    assert scores["embedding_centroid"] > 0.2
+    firing = _wait_for(stack, 'ALERTS{alertname="MapReduceLLMDrift", alertstate="firing"}')
+    assert {"task": "summarize", "version": "1.0.0"}.items() <= firing[0]["metric"].items()
+    assert "embedding_centroid" in {r["metric"]["signal"] for r in firing}
+
+
+def test_every_dashboard_panel_returns_data(stack: Stack, two_jobs: dict[str, Any]) -> None:
+    """Each query of the Grafana dashboard returns at least one series with a number, from the real jobs."""
+    deadline = time.monotonic() + 60  # recording rules run every second; give them a few rounds
+    while True:
+        empty = []
+        for title, expr in dashboard_exprs():
+            values = [float(r["value"][1]) for r in _query(stack, expr)]
+            if not any(math.isfinite(v) for v in values):
+                empty.append((title, expr, values))
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not empty, empty
