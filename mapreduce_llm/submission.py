@@ -93,6 +93,11 @@ def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> di
 
     The spec is validated and the prompt reference resolved here, before anything reaches the cluster.
     """
+    if not spec.output.is_absolute():
+        raise SubmissionError(
+            f"output must be an absolute path on the cluster (its shared storage), got {str(spec.output)!r}; "
+            "a relative one would land in the job's temporary working folder"
+        )
     prompts_root = spec.prompts_dir or default_prompts_dir()
     selection = select_prompts(spec.prompt, prompts_root)
     shutil.copytree(prompts_root, folder / "prompts", ignore=shutil.ignore_patterns(".*", "__pycache__"))

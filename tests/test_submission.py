@@ -39,6 +39,13 @@ def test_input_on_the_cluster_is_left_as_a_path(tmp_path: Path) -> None:
     assert metadata["task"] == "summarize"
 
 
+def test_relative_output_is_refused(tmp_path: Path) -> None:
+    """Results must go to a path on the cluster, not into the job's temporary working folder."""
+    spec = build_spec({"input": "/mnt/corpus", "output": "out", "prompts_dir": PROMPTS})
+    with pytest.raises(SubmissionError, match="output must be an absolute path on the cluster"):
+        package_job(spec, tmp_path)
+
+
 def test_token_from_environment_or_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """RAY_AUTH_TOKEN wins; else RAY_AUTH_TOKEN_PATH; else ~/.ray/auth_token only with RAY_AUTH_MODE=token."""
     for key in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):

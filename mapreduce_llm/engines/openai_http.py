@@ -148,6 +148,8 @@ class OpenAIEngine:
                 raise RequestError(f"request {request.request_id} failed after retries: {_describe(cause)}") from None
             except httpx.HTTPError as exc:
                 raise RequestError(f"server rejected request {request.request_id}: {_describe(exc)}") from None
+            except ValueError as exc:  # an answer that is not JSON
+                raise RequestError(f"request {request.request_id}: unreadable answer from the server: {exc}") from None
         return _output(request, answer, time.perf_counter() - started)
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
