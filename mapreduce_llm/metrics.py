@@ -157,8 +157,9 @@ class JobMetrics:
         )
         self.retrievals = Counter(
             "mapreduce_llm_retrievals_total",
-            "Documents whose chunks were compared with their query, by quality (low: top-1 under the threshold).",
-            [*tv, "quality"],
+            "Documents whose chunks were compared with their query, by query kind (question, or the task's "
+            "instruction) and quality (low: top-1 under the threshold).",
+            [*tv, "query", "quality"],
             registry=r,
         )
         self.drift = Gauge(
@@ -266,7 +267,8 @@ class MetricsObserver:
             m.top1.labels(task, version).observe(best)
             m.topk.labels(task, version).observe(mean_k)
             quality = "low" if best < self.low_similarity else "ok"
-            m.retrievals.labels(task, version, quality).inc()
+            query = "question" if plan.document.question else "instruction"
+            m.retrievals.labels(task, version, query, quality).inc()
         with self._lock:
             self.profiles.append(profile)
 

@@ -25,7 +25,7 @@ from tests.conftest import PROMPTS
 from tests.fake_embeddings import FakeEmbedder
 from tests.fakes import FakeEngine
 
-BOUNDED_LABELS = {"task", "version", "stage", "status", "code", "class", "quality", "signal", "label", "le"}
+BOUNDED_LABELS = {"task", "version", "stage", "status", "code", "class", "query", "quality", "signal", "label", "le"}
 
 
 def _job(tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str, observer: MetricsObserver) -> JobSummary:
@@ -86,7 +86,8 @@ def test_distributions_are_histograms_in_base_units(observed: tuple[MetricsObser
     assert _value(observer, "mapreduce_llm_output_confidence_ratio_sum", **tv) == pytest.approx(2 * math.exp(-0.2))
     assert _value(observer, "mapreduce_llm_retrieval_top1_similarity_count", **tv) == 2
     retrievals = observer.metrics.registry.get_sample_value
-    low, ok = (retrievals("mapreduce_llm_retrievals_total", {**tv, "quality": q}) or 0 for q in ("low", "ok"))
+    query = {**tv, "query": "instruction"}  # summaries compare chunks with the task's description
+    low, ok = (retrievals("mapreduce_llm_retrievals_total", {**query, "quality": q}) or 0 for q in ("low", "ok"))
     assert low + ok == 2
     short = _value(observer, "mapreduce_llm_prompt_class_total", **tv, **{"class": "short/none"})
     medium = _value(observer, "mapreduce_llm_prompt_class_total", **tv, **{"class": "medium/none"})
