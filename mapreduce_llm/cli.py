@@ -171,6 +171,7 @@ def run(
         observer = build_observer(spec, embed=embed, baseline=baseline, baselines_dir=baselines_dir)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=count_inputs(spec.input), unit="doc", desc="documents", disable=not show, file=sys.stderr)
+    calls = tqdm(unit="call", desc="engine calls", disable=not show, file=sys.stderr, position=1)
     errors = 0
 
     def on_result(result: Any) -> None:
@@ -179,19 +180,39 @@ def run(
         bar.set_postfix(errors=errors, refresh=False)
         bar.update(1)
 
+    class CallProgress:
+        """Counts engine calls by stage on the second progress line."""
+
+        def __init__(self) -> None:
+            self.stages: dict[str, int] = {}
+
+        def request_done(self, prompt: Any, request: Any, output: Any) -> None:
+            self.stages[request.stage] = self.stages.get(request.stage, 0) + 1
+            calls.set_postfix(self.stages, refresh=False)
+            calls.update(1)
+
+        def document_done(self, result: Any, plan: Any) -> None:
+            pass
+
+        def job_done(self, summary: Any) -> None:
+            pass
+
     try:
         if observer is None:
-            summary = run_job(spec, on_result)
+            summary = run_job(spec, on_result, observer=CallProgress() if show else None)
         else:
             from mapreduce_llm.metrics import job_task, push_metrics, serve_metrics
+            from mapreduce_llm.pipeline import Observers
 
             try:
                 with serve_metrics(observer.metrics.registry, metrics_port, metrics_host):
-                    summary = run_job(spec, on_result, observer=observer)
+                    both = Observers(observer, CallProgress() if show else None)
+                    summary = run_job(spec, on_result, observer=both)
             finally:
                 if pushgateway and observer.finished:
                     push_metrics(observer.metrics.registry, pushgateway, spec.resolved_job_id, job_task(spec))
     finally:
+        calls.close()
         bar.close()
     click.echo(
         f"{summary.ok} ok, {summary.errors} errors of {summary.documents} documents in {summary.seconds:.1f} s "

@@ -107,6 +107,25 @@ class JobObserver(Protocol):
         """The job finished or failed."""
 
 
+class Observers:
+    """Several observers as one (e.g. metrics and a progress display)."""
+
+    def __init__(self, *observers: JobObserver | None) -> None:
+        self.observers = [o for o in observers if o is not None]
+
+    def request_done(self, prompt: PromptRef, request: EngineRequest, output: EngineOutput | None) -> None:
+        for o in self.observers:
+            o.request_done(prompt, request, output)
+
+    def document_done(self, result: DocumentResult, plan: DocumentPlan | None) -> None:
+        for o in self.observers:
+            o.document_done(result, plan)
+
+    def job_done(self, summary: JobSummary) -> None:
+        for o in self.observers:
+            o.job_done(summary)
+
+
 class _NoObserver:
     def request_done(self, prompt: PromptRef, request: EngineRequest, output: EngineOutput | None) -> None:
         pass
