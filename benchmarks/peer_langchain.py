@@ -16,7 +16,7 @@ Prompts differ (each system uses its own summarisation prompts), so the request 
 next to the times. Server start-up is not timed; the server is warmed up before either side runs. Prints the
 wall-time ratio (b)/(a): above 1 means mapreduce-llm is faster.
 
-    pip install langchain-openai langchain-classic
+    pip install -e ".[bench]"   # langchain-openai, langchain-classic
     python benchmarks/peer_langchain.py [--docs 4] [--chars 12000] [--max-model-len 1024] [--reserve 64]
 """
 

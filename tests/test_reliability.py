@@ -146,6 +146,20 @@ def test_hung_requests_time_out_and_are_retried(tmp_path: Path, tokenizer: HFTok
     assert summary.ok == 1 and summary.requests_sent == 2 * sum(summary.requests.values())
 
 
+def _stored(cache: Path) -> int:
+    """Outputs committed to a job's cache so far (0 before the file or table exists)."""
+    import sqlite3
+
+    if not cache.exists():
+        return 0
+    try:
+        with sqlite3.connect(cache, timeout=5) as db:
+            count: int = db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+            return count
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+
+
 def test_driver_killed_mid_job_resumes_without_resending_finished_requests(tmp_path: Path) -> None:
     """SIGKILL the driver mid-job; the rerun finishes every document and re-sends no finished request."""
     import signal
@@ -161,19 +175,8 @@ def test_driver_killed_mid_job_resumes_without_resending_finished_requests(tmp_p
     command = [sys.executable, "-m", "tests.job_with_fake_engine", str(src), str(out)]
     first = subprocess.Popen([*command, str(log1), "0.05"], cwd=ROOT)
     cache = out / "cache.sqlite"
-
-    def stored() -> int:
-        if not cache.exists():
-            return 0
-        try:
-            with sqlite3.connect(cache, timeout=5) as db:
-                count: int = db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
-                return count
-        except sqlite3.OperationalError:  # the table is not created yet
-            return 0
-
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and first.poll() is None and stored() < 8:
+    while time.monotonic() < deadline and first.poll() is None and _stored(cache) < 8:
         time.sleep(0.02)
     assert first.poll() is None, "the job ended before it could be killed"
     first.send_signal(signal.SIGKILL)
@@ -210,9 +213,7 @@ def test_ctrl_c_flushes_and_the_rerun_resumes(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "tests.job_with_fake_engine", str(src), str(out)]
     first = subprocess.Popen([*command, str(log1), "0.2"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and first.poll() is None and not (out / "results.partial.jsonl").exists():
-        time.sleep(0.02)
-    while time.monotonic() < deadline and first.poll() is None and len(log1.read_text().splitlines()) < 12:
+    while time.monotonic() < deadline and first.poll() is None and _stored(out / "cache.sqlite") < 8:
         time.sleep(0.02)
     assert first.poll() is None, "the job ended before it could be interrupted"
     first.send_signal(signal.SIGINT)
