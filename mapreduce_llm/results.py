@@ -164,6 +164,8 @@ class ResultLog:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._partial = self.dir / PARTIAL_FILE
         self._fh = self._partial.open("a", encoding="utf-8")
+        for stale in self.dir.glob(f".{RESULTS_FILE}.*"):
+            stale.unlink(missing_ok=True)  # left by a run that was killed before it could clean up
         fd, tmp = tempfile.mkstemp(prefix=f".{RESULTS_FILE}.", dir=self.dir)
         self._tmp = Path(tmp)
         self._ordered = os.fdopen(fd, "w", encoding="utf-8")

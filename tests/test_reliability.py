@@ -189,6 +189,7 @@ def test_driver_killed_mid_job_resumes_without_resending_finished_requests(tmp_p
 
     rerun = subprocess.run([*command, str(log2), "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert not list(out.glob(".results.jsonl.*")), "the killed run's temporary file is cleaned up"
     resent = set(log2.read_text().splitlines()) & finished
     assert resent == set(), f"{len(resent)} finished requests were sent again"
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
