@@ -13,7 +13,8 @@ Per task, ``prompts/<task>/`` holds one file per released version (``1.0.0.yaml`
 A job's prompt reference is ``TASK@VERSION`` (pinned), ``TASK@LABEL`` (whatever the label points at) or
 ``TASK`` (the rollout; without labels.yaml, the latest version). Under a rollout each document's version is
 chosen by a hash of the task and the document id — the same document gets the same version on every rerun
-and on every shard — and raising a split's weight only moves documents from the base into that split.
+and on every shard. Splits take consecutive bucket ranges in the order listed, so raising the weight of the
+last (or only) split moves documents from the base into it and no others.
 
 ``prompts/prompts.lock`` records the sha256 of every released file: :func:`check_lock` fails, naming the
 file, when a released version was edited (or deleted) instead of a new version being added.
@@ -268,8 +269,14 @@ def set_rollout(root: Path, task: str, version: str, weight: float, base: str | 
             f"(`mapreduce-llm prompts promote {task} VERSION --label {rollout.base}`) or pass --base VERSION",
             parameter="base",
         )
-    splits = [s for s in rollout.splits if s.version != version]
-    if weight > 0:
+    # Update in place so the other splits keep their bucket ranges; a new split goes last; 0 removes it.
+    splits: list[Split] = []
+    for s in rollout.splits:
+        if s.version != version:
+            splits.append(s)
+        elif weight > 0:
+            splits.append(Split(version=version, weight=weight))
+    if weight > 0 and all(s.version != version for s in rollout.splits):
         splits.append(Split(version=version, weight=weight))
     total = sum(s.weight for s in splits)
     if total > 100:

@@ -144,3 +144,16 @@ def test_diff_and_render(prompts: Path, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     assert "The sky is blue." in out.output and "Question again: What colour is the sky?" in out.output
     assert "<|im_start|>assistant" in out.output
+
+
+def test_changing_one_split_keeps_the_order_of_the_others(prompts: Path) -> None:
+    """Re-weighting a split keeps the order of the splits; weight 0 removes only that split."""
+    shutil.copy(prompts / "qa" / "1.1.0.yaml", prompts / "qa" / "1.2.0.yaml")
+    set_rollout(prompts, "qa", "1.1.0", 10)
+    set_rollout(prompts, "qa", "1.2.0", 10)
+    set_rollout(prompts, "qa", "1.1.0", 5)
+    assert [s.version for s in load_labels(prompts, "qa").rollout.splits] == ["1.1.0", "1.2.0"]  # type: ignore[union-attr]
+    set_rollout(prompts, "qa", "1.1.0", 0)
+    assert [s.version for s in load_labels(prompts, "qa").rollout.splits] == ["1.2.0"]  # type: ignore[union-attr]
+    set_rollout(prompts, "qa", "1.2.0", 0)
+    assert load_labels(prompts, "qa").rollout is None
