@@ -39,6 +39,7 @@ def request_key(request: EngineRequest, prompt_hash: str, model: str) -> str:
             request.repetition_penalty,
             request.seed,
             request.prompt_token_ids,
+            request.json_schema,
         ],
         separators=(",", ":"),
     )
@@ -66,6 +67,9 @@ class RequestCache:
             return None
         self.hits += 1
         data = json.loads(row[0])
+        for name in ("tokens", "token_logprobs"):
+            if data.get(name) is not None:
+                data[name] = tuple(data[name])
         return EngineOutput(**data)
 
     def put(self, key: str, output: EngineOutput) -> None:

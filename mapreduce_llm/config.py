@@ -131,6 +131,42 @@ class ReduceConfig(_Strict):
     """Upper bound on reduce levels (collapse levels + the final reduce). Reaching it fails the document."""
 
 
+class RetrievalConfig(_Strict):
+    """Chunk-to-query similarity (all-MiniLM-L6-v2), retrieval of the relevant chunks, and re-retrieval.
+
+    The query is the document's question, or the task's description for tasks without one.
+    """
+
+    similarity: bool = True
+    """Embed the query and every chunk; each chunk's cosine similarity goes into the result and the metrics.
+    Needed by ``mode: top_k`` and by re-retrieval. Costs one embedding pass over the chunks' first 256 word
+    pieces (the model loads once per job, in about 8 s)."""
+    mode: Literal["all", "top_k"] = "all"
+    """``all``: map every chunk. ``top_k``: map only the ``top_k`` chunks most similar to the query that
+    reach ``min_similarity`` (RAG): fewer map calls, but an answer in a chunk ranked lower is missed."""
+    top_k: Annotated[int, Field(ge=1)] = 4
+    """Chunks mapped per document in ``top_k`` mode."""
+    min_similarity: Annotated[float, Field(ge=-1, le=1)] | None = None
+    """In ``top_k`` mode, also skip chunks less similar than this (a document with none maps nothing and is
+    answered "not found")."""
+    reretrieve: bool = True
+    """For ``output: answer`` prompts calibrated for the served model: when the final answer's confidence is
+    under the calibrated ``reduce_min_confidence``, use the question and the tentative answer as a new query,
+    retrieve the most similar passages of the document and answer again from them (FLARE)."""
+    max_rounds: Annotated[int, Field(ge=1, le=5)] = 2
+    """Re-retrieval rounds at most per document."""
+    passage_tokens: Annotated[int, Field(ge=16)] = 96
+    """Size of the passages re-retrieval ranks (finer than chunks, so the new prompt holds only the best text)."""
+    passages: Annotated[int, Field(ge=1, le=32)] = 3
+    """Passages given to a re-retrieval call (fewer if they do not fit the map prompt's budget)."""
+
+    @model_validator(mode="after")
+    def _top_k_needs_similarity(self) -> RetrievalConfig:
+        if self.mode == "top_k" and not self.similarity:
+            raise ValueError("retrieval.mode top_k ranks chunks by similarity; set retrieval.similarity: true")
+        return self
+
+
 class CacheConfig(_Strict):
     """Content-addressed cache of engine outputs: a rerun reuses every finished request."""
 
@@ -168,6 +204,7 @@ class JobSpec(_Strict):
     reduce: ReduceConfig = Field(default_factory=ReduceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
     @property
     def resolved_job_id(self) -> str:

@@ -8,6 +8,7 @@ is downloaded. Vectors are L2-normalised, so a dot product is the cosine similar
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -52,6 +53,7 @@ class Embedder:
         self.batch_size = batch_size
         self._model: Any = None
         self._lock = threading.Lock()
+        self._encoding = threading.Lock()
 
     def _load(self) -> Any:
         with self._lock:
@@ -66,7 +68,18 @@ class Embedder:
         if not texts:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         model = self._load()
-        vectors = model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
-        )
+        with self._encoding:  # one batch at a time: torch already uses every core for one
+            vectors = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
         return np.asarray(vectors, dtype=np.float32)
+
+
+@functools.cache
+def shared_embedder() -> Embedder:
+    """The process's all-MiniLM-L6-v2, loaded once however many jobs use it."""
+    return Embedder()

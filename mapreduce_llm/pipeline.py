@@ -14,18 +14,35 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from mapreduce_llm.answers import (
+    AnswerRecord,
+    Candidate,
+    Judged,
+    agrees,
+    answer_schema,
+    candidate_line,
+    classify,
+    judge,
+    parse_record,
+    says_not_found,
+    span_confidence,
+    value_span,
+)
 from mapreduce_llm.cache import RequestCache, prompt_hash, request_key
+from mapreduce_llm.calibration import ModelCalibration, load_calibration
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import Document, read_documents
+from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
 from mapreduce_llm.engines.base import Engine, EngineOutput, EngineRequest, StageName
 from mapreduce_llm.errors import BudgetError, DocumentError, EngineError, RequestError
 from mapreduce_llm.planning import DocumentPlan, plan_document
@@ -36,12 +53,17 @@ from mapreduce_llm.results import (
     DocumentResult,
     ErrorInfo,
     JobSummary,
+    MapAnswer,
     PromptInfo,
     Provenance,
+    ReretrievalInfo,
+    ReretrievalRound,
     ResultLog,
+    RetrievalInfo,
     Timings,
     Usage,
 )
+from mapreduce_llm.retrieval import best_passages, chunk_similarities, passages_of, query_of, select_chunks
 from mapreduce_llm.tokenization import Tokenizer
 
 log = structlog.get_logger(__name__)
@@ -92,6 +114,22 @@ class _Params:
     temperature: float
     top_p: float
     repetition_penalty: float
+
+
+@dataclass(slots=True)
+class _Answered:
+    """What the map and reduce stages made of one document."""
+
+    output: str
+    levels: int
+    not_found: bool | None
+    mean_logprob: float | None
+    provenance: list[Provenance]
+    map_s: float
+    confidence: float | None = None
+    answers: list[MapAnswer] = field(default_factory=list)
+    parse_failures: int = 0
+    reretrieval: ReretrievalInfo | None = None
 
 
 class JobObserver(Protocol):
@@ -152,6 +190,7 @@ class Job:
         engine: Engine,
         on_result: Callable[[DocumentResult], None] | None = None,
         observer: JobObserver | None = None,
+        embedder: TextEmbedder | None = None,
     ) -> None:
         self.spec = spec
         self.prompts = prompts if isinstance(prompts, PromptSelection) else PromptSelection(prompts.ref, prompts)
@@ -162,12 +201,21 @@ class Job:
         self.job_id = spec.resolved_job_id
         self._ids = itertools.count()
         self._prompt_hashes: dict[str, str] = {}
+        self._calibrations: dict[str, ModelCalibration | None] = {}
+        self._embedder = embedder
         self.cache: RequestCache | None = None
         self.requests_sent = 0
         self.requests_from_cache = 0
         self.retry_backoff_s = 1.0
         """First retry delay; doubles per attempt (tests lower it)."""
         self.log = log.bind(job_id=self.job_id, prompt=self.prompts.reference)
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        """The embedding model for retrieval (the process's shared all-MiniLM-L6-v2 unless one was given)."""
+        if self._embedder is None:
+            self._embedder = shared_embedder()
+        return self._embedder
 
     def params(self, prompt: PromptRef) -> _Params:
         """Sampling for a prompt version: the prompt file's defaults, overridden by the job spec."""
@@ -187,11 +235,13 @@ class Job:
         stage: StageName,
         slot_ids: Sequence[int],
         acct: _Accounting,
+        json_schema: dict[str, Any] | None = None,
     ) -> EngineOutput:
         template = {
             "map": plan.map_template,
             "collapse": plan.collapse_template,
             "reduce": plan.reduce_template,
+            "reretrieve": plan.map_template,  # the map prompt, over the re-retrieved passages
         }[stage]
         ids = template.request_ids(list(slot_ids))
         params = self.params(prompt)
@@ -211,6 +261,7 @@ class Job:
             repetition_penalty=params.repetition_penalty,
             seed=self.spec.engine.seed,
             timeout_s=self.spec.engine.request_timeout_s,
+            json_schema=json_schema,
         )
         key = request_key(request, self._prompt_hash(prompt), self.engine.info.model)
         cached = self.cache.get(key) if self.cache is not None else None
@@ -283,16 +334,64 @@ class Job:
             self.spec.chunking,
             self.params(prompt).reserve,
         )
-        planned = time.perf_counter()
         dlog.debug("document.planned", chunks=len(plan.chunks), chunk_budget=plan.chunk_budget)
+        retrieval = None
+        selected = list(range(len(plan.chunks)))
+        if self.spec.retrieval.similarity:
+            scores = await asyncio.to_thread(chunk_similarities, self.embedder, plan)
+            selected = select_chunks(scores, self.spec.retrieval)
+            retrieval = RetrievalInfo(
+                query=query_of(plan)[1], mode=self.spec.retrieval.mode, similarities=scores, mapped=selected
+            )
+        planned = time.perf_counter()
+        if prompt.file.output == "answer":
+            answered = await self._answer(plan, prompt, selected, acct, dlog)
+        else:
+            answered = await self._text(plan, prompt, selected, acct, dlog)
+        finished = time.perf_counter()
+        result = DocumentResult(
+            id=doc.id,
+            status="ok",
+            output=answered.output,
+            source=doc.source,
+            prompt=PromptInfo(name=prompt.task, version=prompt.version),
+            model=self.engine.info.model,
+            question=doc.question,
+            chunks=len(plan.chunks),
+            levels=answered.levels,
+            not_found=answered.not_found,
+            mean_logprob=answered.mean_logprob,
+            confidence=answered.confidence,
+            provenance=answered.provenance,
+            answers=answered.answers,
+            parse_failures=answered.parse_failures,
+            retrieval=retrieval,
+            reretrieval=answered.reretrieval,
+            usage=acct.usage(),
+            timings=Timings(
+                plan_s=round(planned - started, 4),
+                map_s=round(answered.map_s, 4),
+                reduce_s=round(finished - planned - answered.map_s, 4),
+                total_s=round(finished - started, 4),
+            ),
+            metadata=doc.metadata,
+        )
+        return result, plan
+
+    async def _text(
+        self, plan: DocumentPlan, prompt: PromptRef, selected: list[int], acct: _Accounting, dlog: Any
+    ) -> _Answered:
+        """Free-text prompts: map the selected chunks, drop "not found" outputs, reduce the rest."""
+        doc = plan.document
+        started = time.perf_counter()
 
         async def map_chunk(index: int) -> Partial:
             chunk = plan.chunks[index]
             out = await self._call(plan, prompt, "map", chunk.token_ids, acct)
             return self._partial(out, (SourceSpan(index, chunk.start, chunk.end),))
 
-        partials = list(await asyncio.gather(*(map_chunk(i) for i in range(len(plan.chunks)))))
-        mapped = time.perf_counter()
+        partials = list(await asyncio.gather(*(map_chunk(i) for i in selected)))
+        map_s = time.perf_counter() - started
         kept = [p for p in partials if p.text and not self._is_not_found(prompt, p)]
 
         async def reduce_call(stage: ReduceStage, slot: list[int], group: Sequence[Partial], level: int) -> Partial:
@@ -306,40 +405,225 @@ class Job:
             not_found = not kept
         if not kept:
             if prompt.file.not_found is None:
-                raise DocumentError(
-                    f"{doc.source}: the model returned empty outputs for all {len(partials)} chunks; "
-                    "check the prompt or raise reserved_output_tokens",
-                    document_id=doc.id,
-                    code="empty_output",
+                why = (
+                    f"no chunk was selected by retrieval (mode {self.spec.retrieval.mode}, min_similarity "
+                    f"{self.spec.retrieval.min_similarity}); lower retrieval.min_similarity or use mode all"
+                    if not selected
+                    else f"the model returned empty outputs for all {len(partials)} chunks; check the prompt or "
+                    "raise reserved_output_tokens"
                 )
+                raise DocumentError(f"{doc.source}: {why}", document_id=doc.id, code="empty_output")
             final, levels = Partial(prompt.file.not_found, (), ()), 0
+        elif len(selected) < len(plan.chunks) and len(kept) == 1:
+            final, levels = kept[0], 0
         else:
             final, levels = await reduce_tree(kept, plan, self.tokenizer, reduce_call, self.spec.reduce.max_levels)
-        finished = time.perf_counter()
         spans = sorted({(s.chunk, s.start, s.end) for s in final.sources})
-        result = DocumentResult(
-            id=doc.id,
-            status="ok",
+        return _Answered(
             output=final.text,
-            source=doc.source,
-            prompt=PromptInfo(name=prompt.task, version=prompt.version),
-            model=self.engine.info.model,
-            question=doc.question,
-            chunks=len(plan.chunks),
             levels=levels,
             not_found=not_found,
             mean_logprob=final.mean_logprob,
             provenance=[Provenance(chunk_id=f"{doc.id}#{c}", start=s, end=e) for c, s, e in spans],
-            usage=acct.usage(),
-            timings=Timings(
-                plan_s=round(planned - started, 4),
-                map_s=round(mapped - planned, 4),
-                reduce_s=round(finished - mapped, 4),
-                total_s=round(finished - started, 4),
-            ),
-            metadata=doc.metadata,
+            map_s=map_s,
         )
-        return result, plan
+
+    async def _answer(
+        self, plan: DocumentPlan, prompt: PromptRef, selected: list[int], acct: _Accounting, dlog: Any
+    ) -> _Answered:
+        """``output: answer`` prompts: structured map records, checked, filtered and ordered by confidence,
+        reduced to one answer with its evidence, and re-retrieved when the answer is unsure."""
+        doc, pf = plan.document, prompt.file
+        assert pf.not_found is not None  # the prompt file validator requires it
+        schema = answer_schema(pf.answer.max_quote_chars, pf.answer.max_answer_chars)
+        calibration = self._calibration(prompt)
+        floor = calibration.map_min_confidence if calibration is not None else None
+        started = time.perf_counter()
+
+        async def map_chunk(index: int) -> tuple[int, Judged]:
+            chunk = plan.chunks[index]
+            out = await self._call(plan, prompt, "map", chunk.token_ids, acct, schema)
+            return index, judge(out, doc.text[chunk.start : chunk.end], pf.not_found or "", pf.answer.min_quote_match)
+
+        judged = await asyncio.gather(*(map_chunk(i) for i in selected))
+        map_s = time.perf_counter() - started
+        kept: list[Candidate] = []
+        answers: list[MapAnswer] = []
+        for index, j in judged:
+            chunk = plan.chunks[index]
+            status, detail = classify(j, floor)
+            answers.append(
+                MapAnswer(
+                    chunk_id=chunk.id,
+                    status=status,
+                    answer=j.record.answer if j.record else None,
+                    confidence=None if j.confidence is None else round(j.confidence, 4),
+                    detail=detail,
+                )
+            )
+            if status == "kept" and j.record is not None and j.quote is not None:
+                start, end = chunk.start + j.quote.start, chunk.start + j.quote.end
+                quoted = Provenance(chunk_id=chunk.id, start=start, end=end, quote=doc.text[start:end])
+                kept.append(Candidate(index, j.record.answer, quoted, j.confidence))
+        answers.sort(key=lambda a: -math.inf if a.confidence is None else -a.confidence)
+        kept.sort(key=lambda c: -math.inf if c.confidence is None else -c.confidence)
+        parse_failures = sum(a.status == "parse_failure" for a in answers)
+        dlog.debug("document.answers", kept=len(kept), mapped=len(selected), parse_failures=parse_failures)
+
+        levels = 0
+        if not kept:
+            answer, confidence, evidence = pf.not_found, None, []
+        elif len(kept) == 1:
+            answer, confidence, evidence = kept[0].answer, kept[0].confidence, [kept[0].evidence]
+        else:
+            answer, confidence, evidence, levels, failed = await self._reduce_answers(plan, prompt, kept, acct, schema)
+            parse_failures += failed
+        reretrieval = None
+        if calibration is None:
+            reason = f"{prompt.ref} has no calibration for model {self.engine.info.model!r}"
+            reretrieval = ReretrievalInfo(triggered=False, reason=reason)
+        elif not (self.spec.retrieval.reretrieve and self.spec.retrieval.similarity):
+            reretrieval = ReretrievalInfo(triggered=False, reason="off (retrieval.reretrieve/similarity)")
+        elif not kept:
+            reretrieval = ReretrievalInfo(triggered=False, reason="no answer to check: no chunk gave a kept answer")
+        elif confidence is not None and confidence >= calibration.reduce_min_confidence:
+            reason = f"confidence {confidence:.3f} >= calibrated {calibration.reduce_min_confidence:.3f}"
+            reretrieval = ReretrievalInfo(triggered=False, reason=reason)
+        else:
+            threshold = calibration.reduce_min_confidence
+            reretrieval, answer, confidence, evidence = await self._reretrieve(
+                plan, prompt, acct, schema, threshold, answer, confidence, evidence
+            )
+        return _Answered(
+            output=answer,
+            levels=levels,
+            not_found=not kept,
+            mean_logprob=confidence,
+            confidence=None if confidence is None else round(confidence, 4),
+            provenance=evidence,
+            answers=answers,
+            parse_failures=parse_failures,
+            reretrieval=reretrieval,
+            map_s=map_s,
+        )
+
+    async def _reduce_answers(
+        self,
+        plan: DocumentPlan,
+        prompt: PromptRef,
+        kept: list[Candidate],
+        acct: _Accounting,
+        schema: dict[str, Any],
+    ) -> tuple[str, float | None, list[Provenance], int, int]:
+        """Reduce two or more kept answers (best first); returns answer, confidence, evidence, levels, parse
+        failures. The reducer's answer must agree with at least one candidate; when it does not (an invented
+        or unreadable answer), the most confident candidate is the answer."""
+        partials = [
+            Partial(
+                line := candidate_line(c.answer, c.evidence.quote or ""),
+                tuple(self.tokenizer.encode_data(line)),
+                (SourceSpan(c.chunk, c.evidence.start, c.evidence.end),),
+                c.confidence,
+            )
+            for c in kept
+        ]
+        final_record: list[AnswerRecord | str] = []
+        failures = 0
+
+        async def reduce_call(stage: ReduceStage, slot: list[int], group: Sequence[Partial], level: int) -> Partial:
+            nonlocal failures
+            out = await self._call(plan, prompt, stage, slot, acct, schema)
+            record = parse_record(out.text)
+            failures += isinstance(record, str)
+            span = value_span(out.text, "answer")
+            confidence = span_confidence(out, *span) if span else out.mean_logprob
+            if stage == "reduce":
+                final_record.append(record)
+            # A collapse output that cannot be read is passed on as its best input, not as raw text.
+            line = candidate_line(record.answer, record.quote) if isinstance(record, AnswerRecord) else group[0].text
+            sources = tuple(s for p in group for s in p.sources)
+            return Partial(line, tuple(self.tokenizer.encode_data(line)), sources, confidence)
+
+        final, levels = await reduce_tree(partials, plan, self.tokenizer, reduce_call, self.spec.reduce.max_levels)
+        record = final_record[0] if final_record else None
+        pf = prompt.file
+        if isinstance(record, AnswerRecord) and not says_not_found(record.answer, pf.not_found or ""):
+            backing = [c for c in kept if agrees(c, record)]
+            if backing:
+                return record.answer, final.mean_logprob, [c.evidence for c in backing], levels, failures
+        self.log.info(
+            "document.reduce_unsupported",
+            document_id=plan.document.id,
+            reducer=None if not isinstance(record, AnswerRecord) else record.answer[:80],
+        )
+        best = kept[0]
+        return best.answer, best.confidence, [best.evidence], levels, failures
+
+    async def _reretrieve(
+        self,
+        plan: DocumentPlan,
+        prompt: PromptRef,
+        acct: _Accounting,
+        schema: dict[str, Any],
+        threshold: float,
+        answer: str,
+        confidence: float | None,
+        evidence: list[Provenance],
+    ) -> tuple[ReretrievalInfo, str, float | None, list[Provenance]]:
+        """FLARE: ask again from the passages most similar to the question plus the tentative answer."""
+        cfg, doc, pf = self.spec.retrieval, plan.document, prompt.file
+        shown = "none" if confidence is None else f"{confidence:.3f}"
+        info = ReretrievalInfo(triggered=True, reason=f"confidence {shown} < calibrated {threshold:.3f}")
+        passages = await asyncio.to_thread(passages_of, plan, self.tokenizer, cfg.passage_tokens)
+        vectors = await asyncio.to_thread(self.embedder.embed, [doc.text[p.start : p.end] for p in passages])
+        separator = "\n\n"
+        separator_ids = self.tokenizer.encode_data(separator)
+        for _ in range(cfg.max_rounds):
+            query = f"{query_of(plan)[0]} {answer}"
+            scores = [float(s) for s in vectors @ (await asyncio.to_thread(self.embedder.embed, [query]))[0]]
+            found = best_passages(scores, passages, doc.text, cfg.passages, plan.chunk_budget, separator, separator_ids)
+            out = await self._call(plan, prompt, "reretrieve", found.token_ids, acct, schema)
+            j = judge(out, found.text, pf.not_found or "", pf.answer.min_quote_match)
+            status, detail = classify(j, None)
+            located = found.to_document(j.quote.start, j.quote.end) if j.quote is not None else None
+            better = j.confidence is not None and (confidence is None or j.confidence > confidence)
+            accepted = status == "kept" and located is not None and better
+            if status == "kept" and not better:
+                detail = "no more confident than the answer it would replace"
+            elif status == "kept" and located is None:
+                detail = "its quote spans two passages"
+            info.rounds.append(
+                ReretrievalRound(
+                    query=query,
+                    passages=[Provenance(chunk_id=p.id, start=p.start, end=p.end) for p in found.passages],
+                    answer=j.record.answer if j.record else None,
+                    confidence=None if j.confidence is None else round(j.confidence, 4),
+                    accepted=accepted,
+                    detail=detail,
+                )
+            )
+            if not accepted or j.record is None or located is None:
+                break
+            passage, start, end = located
+            answer, confidence = j.record.answer, j.confidence
+            evidence = [Provenance(chunk_id=passage.id, start=start, end=end, quote=doc.text[start:end])]
+            if confidence is not None and confidence >= threshold:
+                break
+        return info, answer, confidence, evidence
+
+    def _calibration(self, prompt: PromptRef) -> ModelCalibration | None:
+        """The thresholds of ``prompt`` for the served model (read once per job)."""
+        if prompt.ref not in self._calibrations:
+            found = load_calibration(prompt, self.engine.info.model)
+            if found is None:
+                self.log.warning(
+                    "prompt.uncalibrated",
+                    prompt=prompt.ref,
+                    model=self.engine.info.model,
+                    hint="answers are not filtered by confidence and re-retrieval is off; run benchmarks/calibrate.py",
+                )
+            self._calibrations[prompt.ref] = found
+        return self._calibrations[prompt.ref]
 
     # ---- the whole job --------------------------------------------------------------------------
     async def run(self) -> JobSummary:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mapreduce_llm.errors import PromptError
 from mapreduce_llm.tokenization import Tokenizer
@@ -65,6 +65,17 @@ class Sampling(_Strict):
     """>1 discourages repeating tokens."""
 
 
+class AnswerFormat(_Strict):
+    """Limits of the structured answer record (``output: answer``)."""
+
+    max_quote_chars: Annotated[int, Field(ge=20)] = 300
+    """Longest evidence quote the schema allows."""
+    max_answer_chars: Annotated[int, Field(ge=5)] = 120
+    """Longest answer the schema allows."""
+    min_quote_match: Annotated[float, Field(ge=50, le=100)] = 90
+    """How closely (0–100, fuzzy alignment) a quote and an answer must match the chunk to count as found there."""
+
+
 class PromptFile(_Strict):
     """One released version of a task's prompts."""
 
@@ -85,6 +96,12 @@ class PromptFile(_Strict):
     dropped before reducing; when every chunk says it, the document's answer is this text."""
     not_found_below_mean_logprob: float | None = None
     """Also treat a map answer as not found when its mean token logprob is below this value."""
+    output: Literal["text", "answer"] = "text"
+    """``text``: free text at every stage. ``answer``: every stage returns a JSON record with an answer and
+    its evidence quote, under structured decoding; map answers are checked against their chunk and filtered
+    by calibrated confidence (see mapreduce_llm/answers.py). Needs ``not_found``."""
+    answer: AnswerFormat = Field(default_factory=AnswerFormat)
+    """Limits of the answer record (``output: answer``)."""
 
     @field_validator("variables")
     @classmethod
@@ -95,6 +112,12 @@ class PromptFile(_Strict):
             if name in ("chunk", "partials"):
                 raise ValueError(f"{name!r} is built in; do not declare it")
         return names
+
+    @model_validator(mode="after")
+    def _answer_needs_not_found(self) -> PromptFile:
+        if self.output == "answer" and not self.not_found:
+            raise ValueError('output "answer" needs `not_found:` (the answer meaning "not in this text")')
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,11 +33,62 @@ class PromptInfo(_Record):
 
 
 class Provenance(_Record):
-    """A chunk whose text fed the output: id and character span in the document."""
+    """A chunk whose text fed the output: id and character span in the document.
+
+    For ``output: answer`` prompts the span is the evidence quote's, found in the document, and ``quote``
+    is that text.
+    """
 
     chunk_id: str
     start: int
     end: int
+    quote: str | None = None
+
+
+class MapAnswer(_Record):
+    """What one chunk's map call answered (``output: answer`` prompts), and what became of it."""
+
+    chunk_id: str
+    status: Literal["kept", "not_found", "unsupported", "low_confidence", "parse_failure"]
+    """``kept``: passed to the reducer. ``unsupported``: its quote or answer is not in the chunk.
+    ``low_confidence``: under the calibrated threshold. ``parse_failure``: no valid record."""
+    answer: str | None = None
+    confidence: float | None = None
+    """Mean logprob of the answer's tokens."""
+    detail: str | None = None
+    """Why it was not kept (e.g. the parse error)."""
+
+
+class RetrievalInfo(_Record):
+    """How the document's chunks compare with its query (``retrieval.similarity``)."""
+
+    query: Literal["question", "task"]
+    """What the chunks were compared with: the question, or the task's description."""
+    mode: Literal["all", "top_k"]
+    similarities: list[float]
+    """Cosine similarity of the query to each chunk, in chunk order."""
+    mapped: list[int]
+    """Indices of the chunks that were mapped (all of them in mode ``all``)."""
+
+
+class ReretrievalRound(_Record):
+    """One re-retrieval: the query, the passages it found, and the answer from them."""
+
+    query: str
+    passages: list[Provenance]
+    answer: str | None = None
+    confidence: float | None = None
+    accepted: bool = False
+    """True when this answer replaced the previous one (supported by the passages and more confident)."""
+    detail: str | None = None
+
+
+class ReretrievalInfo(_Record):
+    """Whether re-retrieval ran for a document, why, and what each round did."""
+
+    triggered: bool
+    reason: str
+    rounds: list[ReretrievalRound] = Field(default_factory=list)
 
 
 class Usage(_Record):
@@ -92,8 +143,18 @@ class DocumentResult(_Record):
     """Question answering: True when no chunk contained an answer."""
     mean_logprob: float | None = None
     """Mean token logprob of the final output (confidence signal; higher is surer)."""
+    confidence: float | None = None
+    """``output: answer`` prompts: mean logprob of the final answer's tokens (the reduce call's, or the
+    chosen map answer's when only one was kept, or the accepted re-retrieval's)."""
     provenance: list[Provenance] = Field(default_factory=list)
-    """Chunks whose map outputs fed the final output, with their character spans."""
+    """Chunks whose map outputs fed the final output, with their character spans; for ``output: answer``
+    prompts, the evidence quotes the final answer rests on."""
+    answers: list[MapAnswer] = Field(default_factory=list)
+    """``output: answer`` prompts: every mapped chunk's answer, best confidence first."""
+    parse_failures: int = 0
+    """Engine outputs that held no valid answer record."""
+    retrieval: RetrievalInfo | None = None
+    reretrieval: ReretrievalInfo | None = None
     usage: Usage = Field(default_factory=Usage)
     timings: Timings = Field(default_factory=Timings)
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -28,3 +28,15 @@ def tokenizer() -> HFTokenizer:
 def corpus_text() -> str:
     """A long real document from the example corpus."""
     return (CORPUS / "python-howtos.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
+def _fake_retrieval_embedder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs in unit tests embed with the hashed bag-of-words double, not all-MiniLM-L6-v2 (8 s to load);
+    tests marked ``real_embeddings`` (and integration tests) use the real model."""
+    if request.node.get_closest_marker("real_embeddings") or "integration" in request.node.nodeid:
+        return
+    from tests.fake_embeddings import FakeEmbedder
+
+    fake = FakeEmbedder()
+    monkeypatch.setattr("mapreduce_llm.pipeline.shared_embedder", lambda: fake)

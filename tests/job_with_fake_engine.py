@@ -21,6 +21,7 @@ from mapreduce_llm.pipeline import Job
 from mapreduce_llm.registry import select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
+from tests.fake_embeddings import FakeEmbedder
 from tests.fakes import FakeEngine
 
 PROMPT = "summarize@1.0.0"
@@ -56,7 +57,7 @@ def main() -> None:
     )
     tokenizer = HFTokenizer(ensure_embedded_model())
     engine = LoggingEngine(tokenizer, log_path, delay)
-    job = Job(spec, select_prompts(PROMPT, PROMPTS), tokenizer, engine)
+    job = Job(spec, select_prompts(PROMPT, PROMPTS), tokenizer, engine, embedder=FakeEmbedder())
     summary = asyncio.run(job.run())
     print(f"ok={summary.ok} from_cache={summary.requests_from_cache} sent={summary.requests_sent}")
 

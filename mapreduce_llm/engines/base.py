@@ -7,9 +7,10 @@ only talks to this protocol; vLLM-in-Ray is the production backend, test doubles
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
-StageName = Literal["map", "collapse", "reduce"]
+StageName = Literal["map", "collapse", "reduce", "reretrieve"]
+"""Stages of engine calls; ``reretrieve`` runs the map prompt over re-retrieved passages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class EngineRequest:
     seed: int | None = 0
     timeout_s: float | None = None
     """Longest time the request may spend in the engine (not counting waiting for a free slot)."""
+    json_schema: dict[str, Any] | None = None
+    """Constrain the output to JSON matching this schema (vLLM structured outputs); None: free text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,10 @@ class EngineOutput:
     """Time from submission to the last token, as seen by the engine host."""
     cached_prompt_tokens: int | None = None
     """Prompt tokens served from the prefix cache, when the backend reports it."""
+    tokens: tuple[str, ...] | None = None
+    """The generated tokens' text, one entry per token, when the backend reports it."""
+    token_logprobs: tuple[float, ...] | None = None
+    """Logprob of each generated token under the model (before any output constraint), when reported."""
     extra: dict[str, float] = field(default_factory=dict)
 
     @property

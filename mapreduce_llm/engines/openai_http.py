@@ -2,7 +2,8 @@
 
 Requests go to the server's ``/completions`` endpoint with the prompt as a list of token ids, so the server
 runs exactly the ids the planner counted (vLLM accepts token-id prompts there, as OpenAI's legacy API does).
-``logprobs: 0`` returns the chosen tokens' logprobs, summed into ``cumulative_logprob``.
+``logprobs: 0`` returns the chosen tokens' logprobs, summed into ``cumulative_logprob``. A request with a
+JSON schema sends it as vLLM's ``structured_outputs`` extension.
 
 Concurrency is bounded by ``engine.max_concurrent_requests``; answers 429 and 5xx, timeouts and dropped
 connections are retried with exponential backoff and jitter (tenacity), at most ``engine.http_retries``
@@ -135,6 +136,8 @@ class OpenAIEngine:
         }
         if request.seed is not None:
             body["seed"] = request.seed
+        if request.json_schema is not None:
+            body["structured_outputs"] = {"json": request.json_schema}  # vLLM's structured outputs extension
         if request.repetition_penalty != 1.0:
             body["repetition_penalty"] = request.repetition_penalty  # a vLLM extension of the API
         started = time.perf_counter()
@@ -194,8 +197,10 @@ def _output(request: EngineRequest, answer: dict[str, Any], seconds: float) -> E
     except (KeyError, IndexError, TypeError):
         raise RequestError(f"request {request.request_id}: the server's answer has no choices") from None
     usage = answer.get("usage") or {}
-    logprobs = (choice.get("logprobs") or {}).get("token_logprobs")
+    reported = choice.get("logprobs") or {}
+    logprobs = reported.get("token_logprobs")
     chosen = [lp for lp in logprobs or [] if lp is not None]
+    tokens = reported.get("tokens")
     details = usage.get("prompt_tokens_details") or {}
     return EngineOutput(
         request_id=request.request_id,
@@ -206,6 +211,12 @@ def _output(request: EngineRequest, answer: dict[str, Any], seconds: float) -> E
         finish_reason=choice.get("finish_reason"),
         seconds=seconds,
         cached_prompt_tokens=details.get("cached_tokens"),
+        tokens=tuple(str(t) for t in tokens) if tokens and logprobs and len(tokens) == len(logprobs) else None,
+        token_logprobs=(
+            tuple(float("nan") if lp is None else float(lp) for lp in logprobs)
+            if tokens and logprobs and len(tokens) == len(logprobs)
+            else None
+        ),
     )
 
 

@@ -41,6 +41,19 @@ def tensor_parallel_bundles(config: EngineConfig) -> list[dict[str, float]] | No
     return [{"CPU": config.num_cpus_per_replica}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size)]
 
 
+def _token_logprobs(completion: Any) -> tuple[tuple[str, ...] | None, tuple[float, ...] | None]:
+    """Each generated token's text and logprob from a vLLM ``CompletionOutput`` (None when not requested)."""
+    if not completion.logprobs:
+        return None, None
+    tokens: list[str] = []
+    logprobs: list[float] = []
+    for token_id, candidates in zip(completion.token_ids, completion.logprobs, strict=False):
+        chosen = candidates.get(token_id)
+        tokens.append((chosen.decoded_token if chosen is not None else None) or "")
+        logprobs.append(float(chosen.logprob) if chosen is not None else float("nan"))
+    return tuple(tokens), tuple(logprobs)
+
+
 async def _awaited(ref: Any) -> Any:
     return await ref
 
@@ -102,15 +115,17 @@ class VLLMEngineActor:
         """Run one request to completion on this engine."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.exceptions import VLLMClientError
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        structured = None if request.json_schema is None else StructuredOutputsParams(json=request.json_schema)
         params = SamplingParams(
             max_tokens=request.max_tokens,
             temperature=request.temperature,
             top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,
             seed=request.seed,
-            logprobs=0,
+            logprobs=0,  # the chosen token's logprob, from the raw model distribution (before the schema mask)
+            structured_outputs=structured,
             # Only the finished output crosses back: no per-token objects in this actor's event loop.
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
@@ -128,6 +143,7 @@ class VLLMEngineActor:
         if final is None or not final.outputs:
             raise RequestError(f"engine returned no output for request {request.request_id}")
         completion = final.outputs[0]
+        tokens, logprobs = _token_logprobs(completion)
         return EngineOutput(
             request_id=request.request_id,
             text=completion.text,
@@ -137,6 +153,8 @@ class VLLMEngineActor:
             finish_reason=completion.finish_reason,
             seconds=time.perf_counter() - started,
             cached_prompt_tokens=final.num_cached_tokens,
+            tokens=tokens,
+            token_logprobs=logprobs,
         )
 
     def shutdown(self) -> None:

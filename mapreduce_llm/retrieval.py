@@ -1,0 +1,122 @@
+"""Retrieval: how similar each chunk is to the document's query, which chunks to map, and re-retrieval passages.
+
+The query is the document's question (or, for tasks without one, the task's description). Query and chunks
+are embedded with all-MiniLM-L6-v2 (:mod:`mapreduce_llm.embeddings`); vectors are unit length, so a dot
+product is the cosine similarity. MiniLM reads the first 256 word pieces of a text, so a long chunk is
+judged by its beginning — one reason re-retrieval ranks finer *passages* instead of chunks.
+
+Re-retrieval (FLARE, "active retrieval"): when the final answer is unsure, the question plus the tentative
+answer is a better query than the question alone — it contains the words the evidence likely uses. The
+document is cut into passages of ``retrieval.passage_tokens``, the passages most similar to that query are
+put together (in document order) and the question is asked again of them alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from mapreduce_llm.chunking import Chunk, chunk_text
+from mapreduce_llm.config import RetrievalConfig
+from mapreduce_llm.embeddings import TextEmbedder
+from mapreduce_llm.planning import DocumentPlan
+from mapreduce_llm.tokenization import Tokenizer
+
+
+def query_of(plan: DocumentPlan) -> tuple[str, Literal["question", "task"]]:
+    """(query text, kind): the document's question, or the task's description."""
+    if plan.document.question:
+        return plan.document.question, "question"
+    return plan.prompt.file.description, "task"
+
+
+def similarities(embedder: TextEmbedder, query: str, texts: Sequence[str]) -> list[float]:
+    """Cosine similarity of ``query`` to each text (one embedding call)."""
+    if not texts:
+        return []
+    rows = embedder.embed([query, *texts])
+    return [round(float(s), 5) for s in rows[1:] @ rows[0]]
+
+
+def chunk_similarities(embedder: TextEmbedder, plan: DocumentPlan) -> list[float]:
+    """Similarity of the document's query to each of its chunks."""
+    text = plan.document.text
+    return similarities(embedder, query_of(plan)[0], [text[c.start : c.end] for c in plan.chunks])
+
+
+def select_chunks(scores: Sequence[float], config: RetrievalConfig) -> list[int]:
+    """Indices (in document order) of the chunks to map under ``config``."""
+    if config.mode == "all":
+        return list(range(len(scores)))
+    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: config.top_k]
+    floor = config.min_similarity
+    return sorted(i for i in ranked if floor is None or scores[i] >= floor)
+
+
+@dataclass(frozen=True, slots=True)
+class PassageSet:
+    """The passages a re-retrieval call is given: their text joined, and where each sits in the document."""
+
+    passages: tuple[Chunk, ...]
+    text: str
+    """The passages' text joined by ``separator``, in document order: what the model reads."""
+    token_ids: tuple[int, ...]
+    """The request's ``{chunk}`` slot: the passages' token ids joined by the separator's."""
+    offsets: tuple[int, ...]
+    """Where each passage starts in ``text``."""
+
+    def to_document(self, start: int, end: int) -> tuple[Chunk, int, int] | None:
+        """Map a span of ``text`` to (passage, start, end) in the document; None if it spans a separator."""
+        for passage, offset in zip(self.passages, self.offsets, strict=True):
+            length = passage.end - passage.start
+            if offset <= start and end <= offset + length:
+                return passage, passage.start + start - offset, passage.start + end - offset
+        return None
+
+
+def passages_of(plan: DocumentPlan, tokenizer: Tokenizer, passage_tokens: int) -> list[Chunk]:
+    """The document cut into passages of at most ``passage_tokens`` (at the best boundaries)."""
+    size = max(16, min(passage_tokens, plan.chunk_budget))
+    return chunk_text(plan.document.id, plan.document.text, tokenizer, size)
+
+
+def best_passages(
+    scores: Sequence[float],
+    passages: Sequence[Chunk],
+    document_text: str,
+    count: int,
+    budget: int,
+    separator: str,
+    separator_ids: Sequence[int],
+) -> PassageSet:
+    """The ``count`` most similar passages that fit ``budget`` tokens together, joined in document order."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    chosen: list[Chunk] = []
+    used = 0
+    for index in order:
+        passage = passages[int(index)]
+        extra = passage.n_tokens + (len(separator_ids) if chosen else 0)
+        if used + extra > budget:
+            continue
+        chosen.append(passage)
+        used += extra
+        if len(chosen) == count:
+            break
+    chosen.sort(key=lambda p: p.start)
+    texts: list[str] = []
+    offsets: list[int] = []
+    ids: list[int] = []
+    pos = 0
+    for i, passage in enumerate(chosen):
+        if i:
+            pos += len(separator)
+            ids.extend(separator_ids)
+        offsets.append(pos)
+        piece = document_text[passage.start : passage.end]
+        texts.append(piece)
+        ids.extend(passage.token_ids)
+        pos += len(piece)
+    return PassageSet(tuple(chosen), separator.join(texts), tuple(ids), tuple(offsets))
