@@ -12,12 +12,15 @@ Each record is then judged on two things the model cannot talk its way through:
   ``partial_ratio_alignment``, at least ``answer.min_quote_match`` of 100) — and so is the answer. An answer
   whose quote or words are not in the chunk is *unsupported*: a small model asked about a fact that is not
   there tends to invent a sentence that looks like one.
+* **Relevance.** The quote's embedding similarity to the question (all-MiniLM-L6-v2): with nothing to
+  find, a small model copies some real sentence of the chunk, which then passes the evidence check.
 * **Confidence.** The mean logprob the model gave to the tokens of the answer value (not the whole record,
   whose JSON punctuation is near-certain). vLLM reports logprobs from the raw distribution, before the schema
   mask, so this is what the model believed, not what the grammar forced.
 
-Which confidence is high enough is measured per model on a dev set (``benchmarks/calibrate.py``) and stored
-beside the prompt version (see :mod:`mapreduce_llm.calibration`), never fixed in code.
+Which confidence and relevance are high enough is measured per model on a dev set
+(``benchmarks/calibrate.py``) and stored beside the prompt version (see :mod:`mapreduce_llm.calibration`),
+never fixed in code.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class AnswerRecord(BaseModel):
     quote: str
     answer: str
 
+
+MIN_EVIDENCE_WORDS = 5
+"""An answer of at least this many words, found in the text, serves as its own evidence quote."""
 
 _FENCE_RE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
@@ -142,7 +148,13 @@ def locate(needle: str, haystack: str, min_score: float) -> Match | None:
     aligned = fuzz.partial_ratio_alignment(needle, haystack, processor=str.lower, score_cutoff=min_score)
     if aligned is None:
         return None
-    return Match(aligned.dest_start, aligned.dest_end, round(aligned.score, 1))
+    start, end = aligned.dest_start, aligned.dest_end
+    # The alignment window is as long as the needle; widen it to whole words of the haystack.
+    while start > 0 and haystack[start - 1].isalnum() and haystack[start].isalnum():
+        start -= 1
+    while end < len(haystack) and haystack[end].isalnum() and haystack[end - 1].isalnum():
+        end += 1
+    return Match(start, end, round(aligned.score, 1))
 
 
 def says_not_found(text: str, not_found: str) -> bool:
@@ -181,14 +193,38 @@ def judge(output: EngineOutput, text: str, not_found: str, min_match: float) -> 
         return Judged(parsed, None, True, confidence, None, False)
     quote = None if says_not_found(parsed.quote, not_found) else locate(parsed.quote, text, min_match)
     answer = locate(parsed.answer, text, min_match)
+    first = _first_sentence(parsed.answer)
+    if answer is None and first != parsed.answer.strip():
+        # A small model often repeats itself after a correct short answer ("4417. The code is 4417. The…"):
+        # the first sentence is the answer, the rest is dropped.
+        answer = locate(first, text, min_match)
+        if answer is not None:
+            parsed = AnswerRecord(quote=parsed.quote, answer=first)
+    if quote is None and answer is not None and len(parsed.answer.split()) >= MIN_EVIDENCE_WORDS:
+        quote = answer  # a sentence-long answer copied from the text is its own evidence
     return Judged(parsed, None, False, confidence, quote, answer is not None)
 
 
-MapStatus = Literal["kept", "not_found", "unsupported", "low_confidence", "parse_failure"]
+def _first_sentence(text: str) -> str:
+    """Up to and including the first full stop that ends a sentence (or the whole text)."""
+    match = re.search(r"[.!?](\s|$)", text.strip())
+    return text.strip()[: match.start() + 1] if match else text.strip()
 
 
-def classify(judged: Judged, min_confidence: float | None) -> tuple[MapStatus, str | None]:
-    """What becomes of a judged answer: kept for the reducer, or why not."""
+MapStatus = Literal["kept", "not_found", "unsupported", "low_confidence", "off_topic", "parse_failure"]
+
+
+def classify(
+    judged: Judged,
+    min_confidence: float | None,
+    similarity: float | None = None,
+    min_similarity: float | None = None,
+) -> tuple[MapStatus, str | None]:
+    """What becomes of a judged answer: kept for the reducer, or why not.
+
+    ``similarity``: of the evidence quote to the question; below ``min_similarity`` the quote is a real
+    sentence of the chunk that does not address the question (what a small model copies when it has nothing).
+    """
     if judged.parse_error is not None:
         return "parse_failure", judged.parse_error
     if judged.not_found:
@@ -200,6 +236,8 @@ def classify(judged: Judged, min_confidence: float | None) -> tuple[MapStatus, s
     if min_confidence is not None and (judged.confidence is None or judged.confidence < min_confidence):
         shown = "unknown" if judged.confidence is None else f"{judged.confidence:.3f}"
         return "low_confidence", f"confidence {shown} < calibrated {min_confidence:.3f}"
+    if min_similarity is not None and similarity is not None and similarity < min_similarity:
+        return "off_topic", f"evidence similarity to the question {similarity:.3f} < calibrated {min_similarity:.3f}"
     return "kept", None
 
 
@@ -219,11 +257,15 @@ def candidate_line(answer: str, quote: str) -> str:
 
 
 def agrees(candidate: Candidate, record: AnswerRecord, min_score: float = 80) -> bool:
-    """True when the reducer's record is this candidate's answer (or quotes its evidence)."""
-    ours, theirs = candidate.answer.lower().strip(" ."), record.answer.lower().strip(" .")
-    if ours and theirs and (ours in theirs or theirs in ours):
-        return True
-    if fuzz.token_set_ratio(ours, theirs) >= min_score:
-        return True
-    quote = (candidate.evidence.quote or "").lower()
-    return bool(record.quote.strip()) and fuzz.partial_ratio(record.quote.lower().strip(), quote) >= 90
+    """True when the reducer's answer is this candidate's answer (one contains the other, or they share
+    nearly all their words). Quotes are not compared: rival answers often sit in near-identical sentences."""
+    ours, theirs = _words(candidate.answer), _words(record.answer)
+    if not ours or not theirs:
+        return False
+    shorter, longer = sorted((ours, theirs), key=len)
+    contained = len(shorter) >= 4 and re.search(r"\b" + re.escape(shorter) + r"\b", longer) is not None
+    return contained or fuzz.token_sort_ratio(ours, theirs) >= min_score
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))

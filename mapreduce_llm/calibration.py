@@ -4,6 +4,7 @@
 thresholds the pipeline applies to answer confidences (mean token logprob of the answer):
 
 * ``map_min_confidence``: a chunk's answer below it is dropped before reducing, like a "not found";
+* ``min_evidence_similarity``: a chunk's answer whose quote is less similar to the question is dropped;
 * ``reduce_min_confidence``: a final answer below it triggers re-retrieval (when the job allows it).
 
 The file is written by ``benchmarks/calibrate.py`` from a dev set, with what was measured, and is not part
@@ -33,6 +34,9 @@ class ModelCalibration(BaseModel):
     """Mean answer-token logprob below which a map answer is dropped."""
     reduce_min_confidence: float
     """Mean answer-token logprob of the final answer below which re-retrieval runs."""
+    min_evidence_similarity: float | None = None
+    """Cosine similarity (all-MiniLM-L6-v2) of a map answer's evidence quote to the question below which
+    the answer is dropped as off topic; None: not checked."""
     dev_set: str = ""
     """What the thresholds were measured on."""
     measured: dict[str, Any] = Field(default_factory=dict)

@@ -153,6 +153,10 @@ class RetrievalConfig(_Strict):
     """For ``output: answer`` prompts calibrated for the served model: when the final answer's confidence is
     under the calibrated ``reduce_min_confidence``, use the question and the tentative answer as a new query,
     retrieve the most similar passages of the document and answer again from them (FLARE)."""
+    reretrieve_not_found: bool = True
+    """Also re-retrieve when no chunk gave an answer that passed the checks, with the question alone as the
+    query: a small model often misses a fact in a long chunk that it finds in a few short passages. The new
+    answer must pass the same evidence checks and calibrated thresholds as a map answer."""
     max_rounds: Annotated[int, Field(ge=1, le=5)] = 2
     """Re-retrieval rounds at most per document."""
     passage_tokens: Annotated[int, Field(ge=16)] = 96

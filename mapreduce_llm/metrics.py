@@ -162,6 +162,33 @@ class JobMetrics:
             [*tv, "query", "quality"],
             registry=r,
         )
+        self.chunk_similarity = Histogram(
+            "mapreduce_llm_chunk_similarity",
+            "Cosine similarity of each chunk to its document's query, by whether retrieval had it mapped.",
+            [*tv, "mapped"],
+            buckets=SIMILARITY_BUCKETS,
+            registry=r,
+        )
+        self.map_answers = Counter(
+            "mapreduce_llm_map_answers_total",
+            "Structured map answers by what became of them (kept, not_found, unsupported, low_confidence, "
+            "off_topic, parse_failure).",
+            [*tv, "status"],
+            registry=r,
+        )
+        self.parse_failures = Counter(
+            "mapreduce_llm_answer_parse_failures_total",
+            "Engine outputs of output: answer prompts that held no valid record (any stage).",
+            tv,
+            registry=r,
+        )
+        self.reretrievals = Counter(
+            "mapreduce_llm_reretrievals_total",
+            "Documents whose final answer was under the calibrated confidence and re-retrieved, by outcome "
+            "(accepted: a re-retrieved answer replaced it; kept: none did).",
+            [*tv, "outcome"],
+            registry=r,
+        )
         self.drift = Gauge(
             "mapreduce_llm_drift_score",
             "Drift of the job's documents against the baseline, per signal (PSI or cosine distance).",
@@ -252,12 +279,31 @@ class MetricsObserver:
                 m.stage_seconds.labels(stage, task, version).observe(seconds)
             if result.mean_logprob is not None:
                 m.confidence.labels(task, version).observe(math.exp(result.mean_logprob))
+            self._answers(result, task, version)
         if plan is not None:
-            self._pending.append(self._pool.submit(self._profile, plan, result.mean_logprob))
+            similarities = result.retrieval.similarities if result.retrieval is not None else None
+            self._pending.append(self._pool.submit(self._profile, plan, result.mean_logprob, similarities))
 
-    def _profile(self, plan: DocumentPlan, mean_logprob: float | None) -> None:
+    def _answers(self, result: DocumentResult, task: str, version: str) -> None:
+        """Retrieval similarity per chunk, structured answers' fates and re-retrieval of one document."""
+        m = self.metrics
+        if result.retrieval is not None:
+            mapped = set(result.retrieval.mapped)
+            for index, similarity in enumerate(result.retrieval.similarities):
+                m.chunk_similarity.labels(task, version, "yes" if index in mapped else "no").observe(similarity)
+        for answer in result.answers:
+            m.map_answers.labels(task, version, answer.status).inc()
+        if result.parse_failures:
+            m.parse_failures.labels(task, version).inc(result.parse_failures)
+        if result.reretrieval is not None and result.reretrieval.triggered:
+            accepted = any(r.accepted for r in result.reretrieval.rounds)
+            m.reretrievals.labels(task, version, "accepted" if accepted else "kept").inc()
+
+    def _profile(self, plan: DocumentPlan, mean_logprob: float | None, similarities: list[float] | None) -> None:
         m, task, version = self.metrics, plan.prompt.task, plan.prompt.version
         profile = profile_document(plan, self.embedder, mean_logprob)
+        if profile.similarities is None and similarities is not None:
+            profile = profile.model_copy(update={"similarities": similarities})  # computed by the job's retrieval
         m.document_length.labels(task, version).observe(profile.document_tokens)
         reference = self.baseline.versions.get(profile.key) if self.baseline else None
         for cls in prompt_classes(profile, reference):

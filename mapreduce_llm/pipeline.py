@@ -63,7 +63,14 @@ from mapreduce_llm.results import (
     Timings,
     Usage,
 )
-from mapreduce_llm.retrieval import best_passages, chunk_similarities, passages_of, query_of, select_chunks
+from mapreduce_llm.retrieval import (
+    best_passages,
+    chunk_similarities,
+    passages_of,
+    query_of,
+    select_chunks,
+    similarities,
+)
 from mapreduce_llm.tokenization import Tokenizer
 
 log = structlog.get_logger(__name__)
@@ -447,17 +454,20 @@ class Job:
 
         judged = await asyncio.gather(*(map_chunk(i) for i in selected))
         map_s = time.perf_counter() - started
+        relevance = await self._evidence_similarity(plan, [j for _, j in judged])
+        min_similarity = calibration.min_evidence_similarity if calibration is not None else None
         kept: list[Candidate] = []
         answers: list[MapAnswer] = []
-        for index, j in judged:
+        for (index, j), similarity in zip(judged, relevance, strict=True):
             chunk = plan.chunks[index]
-            status, detail = classify(j, floor)
+            status, detail = classify(j, floor, similarity, min_similarity)
             answers.append(
                 MapAnswer(
                     chunk_id=chunk.id,
                     status=status,
                     answer=j.record.answer if j.record else None,
                     confidence=None if j.confidence is None else round(j.confidence, 4),
+                    evidence_similarity=similarity,
                     detail=detail,
                 )
             )
@@ -484,20 +494,26 @@ class Job:
             reretrieval = ReretrievalInfo(triggered=False, reason=reason)
         elif not (self.spec.retrieval.reretrieve and self.spec.retrieval.similarity):
             reretrieval = ReretrievalInfo(triggered=False, reason="off (retrieval.reretrieve/similarity)")
-        elif not kept:
-            reretrieval = ReretrievalInfo(triggered=False, reason="no answer to check: no chunk gave a kept answer")
-        elif confidence is not None and confidence >= calibration.reduce_min_confidence:
+        elif not kept and not self.spec.retrieval.reretrieve_not_found:
+            reretrieval = ReretrievalInfo(triggered=False, reason="no chunk gave an answer (reretrieve_not_found off)")
+        elif kept and confidence is not None and confidence >= calibration.reduce_min_confidence:
             reason = f"confidence {confidence:.3f} >= calibrated {calibration.reduce_min_confidence:.3f}"
             reretrieval = ReretrievalInfo(triggered=False, reason=reason)
         else:
-            threshold = calibration.reduce_min_confidence
-            reretrieval, answer, confidence, evidence = await self._reretrieve(
-                plan, prompt, acct, schema, threshold, answer, confidence, evidence
+            shown = "none" if confidence is None else f"{confidence:.3f}"
+            reason = (
+                f"confidence {shown} < calibrated {calibration.reduce_min_confidence:.3f}"
+                if kept
+                else "no chunk gave an answer that passed the checks"
             )
+            reretrieval, answer, confidence, evidence = await self._reretrieve(
+                plan, prompt, acct, schema, calibration, reason, (answer if kept else ""), confidence, evidence
+            )
+            answer = answer or pf.not_found
         return _Answered(
             output=answer,
             levels=levels,
-            not_found=not kept,
+            not_found=not evidence,
             mean_logprob=confidence,
             confidence=None if confidence is None else round(confidence, 4),
             provenance=evidence,
@@ -565,26 +581,35 @@ class Job:
         prompt: PromptRef,
         acct: _Accounting,
         schema: dict[str, Any],
-        threshold: float,
+        calibration: ModelCalibration,
+        reason: str,
         answer: str,
         confidence: float | None,
         evidence: list[Provenance],
     ) -> tuple[ReretrievalInfo, str, float | None, list[Provenance]]:
-        """FLARE: ask again from the passages most similar to the question plus the tentative answer."""
+        """FLARE: ask again from the passages most similar to the question plus the tentative answer (the
+        question alone when there is none). A new answer must pass the same checks and calibrated thresholds
+        as a map answer and be more confident than the one it replaces."""
         cfg, doc, pf = self.spec.retrieval, plan.document, prompt.file
-        shown = "none" if confidence is None else f"{confidence:.3f}"
-        info = ReretrievalInfo(triggered=True, reason=f"confidence {shown} < calibrated {threshold:.3f}")
+        threshold = calibration.reduce_min_confidence
+        info = ReretrievalInfo(triggered=True, reason=reason)
         passages = await asyncio.to_thread(passages_of, plan, self.tokenizer, cfg.passage_tokens)
         vectors = await asyncio.to_thread(self.embedder.embed, [doc.text[p.start : p.end] for p in passages])
         separator = "\n\n"
         separator_ids = self.tokenizer.encode_data(separator)
+        asked: set[tuple[int, ...]] = set()
         for _ in range(cfg.max_rounds):
-            query = f"{query_of(plan)[0]} {answer}"
+            query = f"{query_of(plan)[0]} {answer}".strip()
             scores = [float(s) for s in vectors @ (await asyncio.to_thread(self.embedder.embed, [query]))[0]]
             found = best_passages(scores, passages, doc.text, cfg.passages, plan.chunk_budget, separator, separator_ids)
+            if found.token_ids in asked:
+                break  # the same passages as an earlier round: the model would answer the same
+            asked.add(found.token_ids)
             out = await self._call(plan, prompt, "reretrieve", found.token_ids, acct, schema)
             j = judge(out, found.text, pf.not_found or "", pf.answer.min_quote_match)
-            status, detail = classify(j, None)
+            similarity = (await self._evidence_similarity(plan, [j]))[0]
+            floor, min_similarity = calibration.map_min_confidence, calibration.min_evidence_similarity
+            status, detail = classify(j, floor, similarity, min_similarity)
             located = found.to_document(j.quote.start, j.quote.end) if j.quote is not None else None
             better = j.confidence is not None and (confidence is None or j.confidence > confidence)
             accepted = status == "kept" and located is not None and better
@@ -610,6 +635,15 @@ class Job:
             if confidence is not None and confidence >= threshold:
                 break
         return info, answer, confidence, evidence
+
+    async def _evidence_similarity(self, plan: DocumentPlan, judged: Sequence[Judged]) -> list[float | None]:
+        """Similarity of each supported answer's quote to the question (None where not checked)."""
+        quotes = {i: j.record.quote for i, j in enumerate(judged) if j.supported and j.record is not None}
+        if not quotes or not self.spec.retrieval.similarity:
+            return [None] * len(judged)
+        scores = await asyncio.to_thread(similarities, self.embedder, query_of(plan)[0], list(quotes.values()))
+        by_index = dict(zip(quotes, scores, strict=True))
+        return [by_index.get(i) for i in range(len(judged))]
 
     def _calibration(self, prompt: PromptRef) -> ModelCalibration | None:
         """The thresholds of ``prompt`` for the served model (read once per job)."""

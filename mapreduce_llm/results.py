@@ -49,12 +49,15 @@ class MapAnswer(_Record):
     """What one chunk's map call answered (``output: answer`` prompts), and what became of it."""
 
     chunk_id: str
-    status: Literal["kept", "not_found", "unsupported", "low_confidence", "parse_failure"]
+    status: Literal["kept", "not_found", "unsupported", "low_confidence", "off_topic", "parse_failure"]
     """``kept``: passed to the reducer. ``unsupported``: its quote or answer is not in the chunk.
-    ``low_confidence``: under the calibrated threshold. ``parse_failure``: no valid record."""
+    ``low_confidence``: under the calibrated confidence. ``off_topic``: its quote is less similar to the
+    question than calibrated. ``parse_failure``: no valid record."""
     answer: str | None = None
     confidence: float | None = None
     """Mean logprob of the answer's tokens."""
+    evidence_similarity: float | None = None
+    """Cosine similarity of the evidence quote to the question (when it was checked)."""
     detail: str | None = None
     """Why it was not kept (e.g. the parse error)."""
 

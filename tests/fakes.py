@@ -14,7 +14,8 @@ class FakeEngine:
     """A deterministic stand-in for vLLM that enforces the context limit like the real engine does.
 
     ``respond(request) -> str`` chooses the answer (default: a long filler answer that uses the whole
-    ``max_tokens``, the worst case for the reduce tree). Answers are cut to ``max_tokens`` tokens, as vLLM does.
+    ``max_tokens``, the worst case for the reduce tree). Every token gets logprob ``logprob`` (a number, or a
+    function of the request and the answer text). Answers are cut to ``max_tokens`` tokens, as vLLM does.
     Every request is kept in ``requests``; a request over the context is recorded in ``violations`` and
     rejected with RequestError, as vLLM rejects it.
     """
@@ -24,7 +25,7 @@ class FakeEngine:
         tokenizer: Tokenizer,
         max_model_len: int = 2048,
         respond: Callable[[EngineRequest], str] | None = None,
-        logprob: float = -0.2,
+        logprob: float | Callable[[EngineRequest, str], float] = -0.2,
     ) -> None:
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
@@ -51,14 +52,19 @@ class FakeEngine:
             raise RequestError(f"prompt of {len(request.prompt_token_ids)} tokens + {request.max_tokens} > context")
         await asyncio.sleep(0)
         ids = self.tokenizer.encode_data(self.respond(request))[: request.max_tokens]
+        text = self.tokenizer.decode(ids)
+        logprob = self.logprob(request, text) if callable(self.logprob) else self.logprob
+        tokens = tuple(self.tokenizer.decode([i]) for i in ids)
         return EngineOutput(
             request_id=request.request_id,
-            text=self.tokenizer.decode(ids),
+            text=text,
             prompt_tokens=len(request.prompt_token_ids),
             completion_tokens=len(ids),
-            cumulative_logprob=self.logprob * len(ids),
+            cumulative_logprob=logprob * len(ids),
             finish_reason="length",
             seconds=0.0,
+            tokens=tokens,
+            token_logprobs=tuple(logprob for _ in ids),
         )
 
     def stages(self) -> list[str]:

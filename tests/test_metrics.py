@@ -25,7 +25,21 @@ from tests.conftest import PROMPTS
 from tests.fake_embeddings import FakeEmbedder
 from tests.fakes import FakeEngine
 
-BOUNDED_LABELS = {"task", "version", "stage", "status", "code", "class", "query", "quality", "signal", "label", "le"}
+BOUNDED_LABELS = {
+    "task",
+    "version",
+    "stage",
+    "status",
+    "code",
+    "class",
+    "query",
+    "quality",
+    "signal",
+    "label",
+    "le",
+    "mapped",
+    "outcome",
+}
 
 
 def _job(tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str, observer: MetricsObserver) -> JobSummary:
