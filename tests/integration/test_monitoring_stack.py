@@ -1,10 +1,12 @@
-"""Metrics on a real Prometheus and Pushgateway: two real jobs, a baseline, a drift alert, every dashboard panel.
+"""Metrics on a real Prometheus and Pushgateway: three real jobs, a baseline, a drift alert, every dashboard panel.
 
 Prometheus (Debian package ``prometheus``) and the Pushgateway (``prometheus-pushgateway``) run on free loopback
 ports with the shipped rule files and 1 s scrape and evaluation intervals. Job A summarizes short Python docs
 pieces with embeddings on, serving /metrics and pushing at the end; its profile.jsonl becomes baseline
 ``python-docs`` (through the CLI); job B summarizes license texts against that baseline. Then the drift alert
-must fire, and every query of the Grafana dashboard must return data.
+must fire. Job C answers a question with qa@2.0.0 (structured answers, calibrated for the served model) on two
+short documents, one holding the fact and one not, which is re-retrieved. Then every query of the Grafana
+dashboard must return data.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
 from mapreduce_llm.metrics import build_observer, job_task, push_metrics, serve_metrics
 from mapreduce_llm.runner import run_job
-from tests.conftest import PROMPTS, ROOT
+from tests.conftest import CORPUS, PROMPTS, ROOT
 from tests.integration.conftest import TEST_ENGINE
 from tests.integration.test_drift_scenario import _scenario
 from tests.test_monitoring import dashboard_exprs
@@ -142,20 +144,32 @@ def _wait_for(stack: Stack, expr: str, series: int = 1, seconds: float = 60) -> 
 
 
 def _monitored_job(
-    stack: Stack, engine: VLLMRayEngine, src: Path, out: Path, baselines: Path, baseline: str | None
+    stack: Stack,
+    engine: VLLMRayEngine,
+    src: Path,
+    out: Path,
+    baselines: Path,
+    baseline: str | None,
+    prompt: str = "summarize",
+    job_id: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """What `mapreduce-llm run --metrics-port P --pushgateway URL [--embed | --baseline NAME]` does."""
+    """What `mapreduce-llm run --prompt PROMPT [--job-id ID] --metrics-port P --pushgateway URL [--embed |
+    --baseline NAME]` does. Summaries keep 32 output tokens (the engine decodes ~30 tokens/s here); other
+    prompts keep their own reservation (qa@2.0.0's answer record needs its 128) and skip the profile's
+    embeddings (the job's retrieval embeds chunks and queries itself)."""
+    summarize = prompt == "summarize"
     spec = JobSpec.model_validate(
         {
             "input": src,
             "output": out,
-            "prompt": "summarize",
+            "job_id": job_id,
+            "prompt": prompt,
             "prompts_dir": PROMPTS,
             "engine": TEST_ENGINE.model_dump(),
-            "sampling": {"reserved_output_tokens": 32},
+            "sampling": {"reserved_output_tokens": 32} if summarize else {},
         }
     )
-    observer = build_observer(spec, embed=True, baseline=baseline, baselines_dir=baselines)
+    observer = build_observer(spec, embed=summarize, baseline=baseline, baselines_dir=baselines)
     with serve_metrics(observer.metrics.registry, stack.driver_port):
         run_job(spec, engine=engine, observer=observer)
         time.sleep(2)  # let Prometheus scrape the final figures from the driver too
@@ -181,6 +195,32 @@ def two_jobs(stack: Stack, engine: VLLMRayEngine, tmp_path_factory: pytest.TempP
     assert made.exit_code == 0, made.output
     drift = _monitored_job(stack, engine, folders["different"], root / "week2", baselines, "python-docs")
     return {"root": root, "drift": drift, "baseline_output": made.output}
+
+
+FACT = "The access code for the Halvorsen archive is 4417."
+QUESTION = "What is the access code for the Halvorsen archive?"
+
+
+@pytest.fixture(scope="module")
+def answer_job(stack: Stack, engine: VLLMRayEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Job C (id ``answers``): qa@2.0.0 on two ~2,500-character Python docs pieces, the first with a planted
+    fact at a paragraph break, the second without it, both asking for that fact. qa@2.0.0 is calibrated for the
+    served model, so the second document (no chunk gives an answer that passes the checks) is re-retrieved."""
+    root = tmp_path_factory.mktemp("answers")
+    text = (CORPUS / "python-howtos.md").read_text(encoding="utf-8")
+    needle = text[:2_500]
+    at = needle.find("\n\n", 1_200)
+    needle = needle[:at] + "\n\n" + FACT + needle[at:]
+    rows = [
+        {"id": "needle", "text": needle, "question": QUESTION},
+        {"id": "no-needle", "text": text[20_000:22_500], "question": QUESTION},
+    ]
+    assert FACT not in rows[1]["text"]
+    source = root / "questions.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    out = root / "out"
+    _monitored_job(stack, engine, source, out, root / "baselines", None, prompt="qa@2.0.0", job_id="answers")
+    return out
 
 
 def test_baseline_is_built_from_the_first_job(two_jobs: dict[str, Any]) -> None:
@@ -209,8 +249,23 @@ def test_drift_alert_fires_for_the_different_corpus(stack: Stack, two_jobs: dict
     assert "embedding_centroid" in {r["metric"]["signal"] for r in firing}
 
 
-def test_every_dashboard_panel_returns_data(stack: Stack, two_jobs: dict[str, Any]) -> None:
-    """Each query of the Grafana dashboard returns at least one series with a number, from the real jobs."""
+def test_answer_job_exports_answers_and_reretrievals(stack: Stack, answer_job: Path) -> None:
+    """Job C's pushed figures: its map answers by status, a parse-failure ratio (0 when none failed) and the
+    re-retrieval of the document without the fact."""
+    results = [json.loads(line) for line in (answer_job / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in results] == ["ok", "ok"], results
+    missing = next(r for r in results if r["id"] == "no-needle")
+    assert missing["reretrieval"]["triggered"], missing["reretrieval"]
+    answers = _wait_for(stack, 'mapreduce_llm_map_answers_total{job="answers", task="qa", version="2.0.0"}')
+    assert sum(float(r["value"][1]) for r in answers) == sum(len(r["answers"]) for r in results)
+    ratio = _wait_for(stack, 'job_task_version:mapreduce_llm_answer_parse_failure:ratio{job="answers"}')
+    assert math.isfinite(float(ratio[0]["value"][1])), ratio
+    _wait_for(stack, 'mapreduce_llm_reretrievals_total{job="answers", task="qa", version="2.0.0"}')
+
+
+def test_every_dashboard_panel_returns_data(stack: Stack, two_jobs: dict[str, Any], answer_job: Path) -> None:
+    """Each query of the Grafana dashboard returns at least one series with a number, from the real jobs
+    (the answer and re-retrieval panels from job C)."""
     deadline = time.monotonic() + 60  # recording rules run every second; give them a few rounds
     while True:
         empty = []
