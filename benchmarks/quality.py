@@ -10,7 +10,8 @@ are disjoint from these.
 Methods, all with the embedded SmolLM2-135M-Instruct on one vLLM engine (2048-token context, chunks of at
 most 1200 tokens):
 
-* truncation      — the document cut to its first chunk (one context window), free-text qa@1.0.0;
+* truncation      — the document cut to its first chunk (one context window), free-text qa@1.0.0, and
+                    the same with calibrated qa@2.0.0;
 * map-reduce      — every chunk mapped with free-text qa@1.0.0, the non-"NOT FOUND" answers reduced;
 * structured      — qa@2.0.0 records with evidence checks, but without the calibrated thresholds;
 * calibrated      — qa@2.0.0 with the thresholds of prompts/qa/2.0.0.calibration.yaml, no re-retrieval;
@@ -84,6 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "quality")
     parser.add_argument("--split", default="test", choices=["dev", "test"])
+    parser.add_argument(
+        "--only", type=int, nargs="*", help="run only these methods (0-based indices in the order above)"
+    )
     args = parser.parse_args()
     from answer_jobs import MAX_CHUNK_TOKENS, MAX_MODEL_LEN
 
@@ -96,6 +100,7 @@ def main() -> None:
     shared_cache = args.out / "qa2-cache.sqlite"
     methods: list[tuple[str, Path, str, dict[str, object]]] = [
         ("truncation (qa@1.0.0)", short, "qa@1.0.0", {"retrieval": {"similarity": False}}),
+        ("truncation (qa@2.0.0, calibrated)", short, "qa@2.0.0", {"retrieval": {"reretrieve": False}}),
         ("map-reduce (qa@1.0.0)", full, "qa@1.0.0", {"retrieval": {"similarity": False}}),
         (
             "structured, uncalibrated (qa@2.0.0)",
@@ -114,6 +119,8 @@ def main() -> None:
     rows = []
     with started_engine() as engine:
         for i, (name, data, prompt, options) in enumerate(methods):
+            if args.only is not None and i not in args.only:
+                continue
             started = time.perf_counter()
             summary, results = run(engine, data, args.out / f"method-{i}", prompt, **options)  # type: ignore[arg-type]
             row = {
@@ -124,7 +131,8 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    (args.out / "quality.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    name = "quality.json" if args.only is None else f"quality-{'-'.join(map(str, args.only))}.json"
+    (args.out / name).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print()
     print('| method | needle accuracy | "not found" right | re-retrieved | engine requests | seconds |')
     print("|---|---|---|---|---|---|")

@@ -40,6 +40,17 @@ def job_options(func: F) -> F:
         click.option("--max-chunk-tokens", type=int, help="Cap chunk size below the budget."),
         click.option("--replicas", type=int, help="Number of vLLM engine actors."),
         click.option("--model", help="Model folder to serve (default: the embedded SmolLM2-135M-Instruct)."),
+        click.option(
+            "--retrieval",
+            type=click.Choice(["all", "top_k"]),
+            help="Map every chunk (all), or only the --top-k chunks most similar to the question (top_k).",
+        ),
+        click.option("--top-k", type=int, help="Chunks mapped per document with --retrieval top_k."),
+        click.option(
+            "--reretrieve/--no-reretrieve",
+            default=None,
+            help="Re-retrieve passages when an answer is unsure (output: answer prompts with a calibration).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -56,6 +67,9 @@ def _spec_from(
     max_chunk_tokens: int | None,
     replicas: int | None,
     model: str | None,
+    retrieval: str | None = None,
+    top_k: int | None = None,
+    reretrieve: bool | None = None,
     *,
     need_output: bool,
 ) -> JobSpec:
@@ -68,11 +82,15 @@ def _spec_from(
         k: v for k, v in {"max_model_len": max_model_len, "replicas": replicas, "model": model}.items() if v is not None
     }
     chunking = {"max_chunk_tokens": max_chunk_tokens} if max_chunk_tokens is not None else {}
+    finding = {
+        k: v for k, v in {"mode": retrieval, "top_k": top_k, "reretrieve": reretrieve}.items() if v is not None
+    }
     if spec is not None:
         base = load_spec(spec, {k: str(v) if isinstance(v, Path) else v for k, v in top.items()})
         data = base.model_dump()
         data["engine"].update(engine)
         data["chunking"].update(chunking)
+        data["retrieval"].update(finding)
         return build_spec(data, source=str(spec))
     if input_ is None:
         raise click.UsageError("give a job spec file, or --input (and --output)")
@@ -80,7 +98,7 @@ def _spec_from(
         if need_output:
             raise click.UsageError("--output is required without a job spec file")
         top["output"] = Path("mapreduce-output")
-    return build_spec({**top, "engine": engine, "chunking": chunking})
+    return build_spec({**top, "engine": engine, "chunking": chunking, "retrieval": finding})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

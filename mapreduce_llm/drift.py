@@ -377,8 +377,10 @@ def level(signal: str, score: float) -> str:
 
 # ---- profiling one document -----------------------------------------------------------------------------------
 def query_text(plan: DocumentPlan) -> str:
-    """What the chunks are compared with: the document's question, or the task's description (summaries)."""
-    return plan.document.question or plan.prompt.file.description
+    """What the chunks are compared with (see :func:`mapreduce_llm.retrieval.query_of`)."""
+    from mapreduce_llm.retrieval import query_of
+
+    return query_of(plan)[0]
 
 
 def profile_document(

@@ -102,6 +102,9 @@ class PromptFile(_Strict):
     by calibrated confidence (see mapreduce_llm/answers.py). Needs ``not_found``."""
     answer: AnswerFormat = Field(default_factory=AnswerFormat)
     """Limits of the answer record (``output: answer``)."""
+    query: str | None = None
+    """What retrieval compares chunks and evidence with: a template over the declared variables (e.g.
+    ``{field}``). Default: the document's question, else ``description``."""
 
     @field_validator("variables")
     @classmethod
@@ -199,6 +202,14 @@ def _validate(pf: PromptFile, path: Path) -> None:
                     f", found it {slot_count} times",
                     path=str(path),
                     field=where,
+                )
+    if pf.query is not None:
+        for name in _fields(pf.query, "query", path):
+            if name not in declared:
+                raise PromptError(
+                    f"{path}: query uses undeclared variable {{{name}}}; declare it under `variables:`",
+                    path=str(path),
+                    field="query",
                 )
     used = {
         n

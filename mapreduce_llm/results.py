@@ -65,8 +65,9 @@ class MapAnswer(_Record):
 class RetrievalInfo(_Record):
     """How the document's chunks compare with its query (``retrieval.similarity``)."""
 
-    query: Literal["question", "task"]
-    """What the chunks were compared with: the question, or the task's description."""
+    query: Literal["question", "prompt", "task"]
+    """What the chunks were compared with: the question, the prompt's ``query`` template, or the task's
+    description."""
     mode: Literal["all", "top_k"]
     similarities: list[float]
     """Cosine similarity of the query to each chunk, in chunk order."""

@@ -1,6 +1,7 @@
 """Retrieval: how similar each chunk is to the document's query, which chunks to map, and re-retrieval passages.
 
-The query is the document's question (or, for tasks without one, the task's description). Query and chunks
+The query is the prompt version's ``query`` template filled from the document, else the document's question,
+else the task's description. Query and chunks
 are embedded with all-MiniLM-L6-v2 (:mod:`mapreduce_llm.embeddings`); vectors are unit length, so a dot
 product is the cosine similarity. MiniLM reads the first 256 word pieces of a text, so a long chunk is
 judged by its beginning — one reason re-retrieval ranks finer *passages* instead of chunks.
@@ -23,14 +24,19 @@ from mapreduce_llm.chunking import Chunk, chunk_text
 from mapreduce_llm.config import RetrievalConfig
 from mapreduce_llm.embeddings import TextEmbedder
 from mapreduce_llm.planning import DocumentPlan
+from mapreduce_llm.prompts import document_values
 from mapreduce_llm.tokenization import Tokenizer
 
 
-def query_of(plan: DocumentPlan) -> tuple[str, Literal["question", "task"]]:
-    """(query text, kind): the document's question, or the task's description."""
-    if plan.document.question:
-        return plan.document.question, "question"
-    return plan.prompt.file.description, "task"
+def query_of(plan: DocumentPlan) -> tuple[str, Literal["question", "prompt", "task"]]:
+    """(query text, kind): the prompt's ``query`` template filled from the document, else the document's
+    question, else the task's description."""
+    pf, doc = plan.prompt.file, plan.document
+    if pf.query is not None:
+        return pf.query.format(**document_values(pf, doc.question, doc.metadata)), "prompt"
+    if doc.question:
+        return doc.question, "question"
+    return pf.description, "task"
 
 
 def similarities(embedder: TextEmbedder, query: str, texts: Sequence[str]) -> list[float]:

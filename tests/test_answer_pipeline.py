@@ -260,3 +260,29 @@ def test_top_k_maps_only_the_most_similar_chunks_and_exports_similarity(
     assert count("mapreduce_llm_chunk_similarity_count", {**labels, "mapped": "yes"}) == 2
     assert count("mapreduce_llm_chunk_similarity_count", {**labels, "mapped": "no"}) == result.chunks - 2
     assert count("mapreduce_llm_map_answers_total", {**labels, "status": "kept"}) == 1
+
+
+def test_extract_finds_the_named_field_with_its_evidence(
+    tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str
+) -> None:
+    """extract@2.0.0 asks for the document's `field`; retrieval compares chunks with the field's name."""
+    text = document(corpus_text, {0.4: FACT})
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "e", "text": text, "field": "the access code for the Halvorsen archive"}))
+    spec = JobSpec.model_validate(
+        {
+            "input": source,
+            "output": tmp_path / "out",
+            "prompt": "extract@2.0.0",
+            "prompts_dir": PROMPTS,
+            "engine": {"max_model_len": 1024},
+        }
+    )
+    engine = make_engine(tokenizer)
+    asyncio.run(Job(spec, select_prompts(spec.prompt, PROMPTS), tokenizer, engine).run())
+    [result] = [DocumentResult.model_validate_json(x) for x in (spec.output / "results.jsonl").read_text().splitlines()]
+    assert result.output == "4417" and [p.quote for p in result.provenance] == [FACT]
+    assert result.retrieval is not None and result.retrieval.query == "prompt"
+    assert "Find in the text: the access code for the Halvorsen archive" in tokenizer.decode(
+        engine.requests[0].prompt_token_ids
+    )

@@ -68,3 +68,28 @@ def test_plan_estimate_counts_with_tiktoken(tmp_path: Path) -> None:
     estimate = CliRunner().invoke(cli, ["plan", "--input", str(tmp_path), "--json", "--estimate"], env=env)
     assert exact.exit_code == 0 and estimate.exit_code == 0, estimate.output
     assert json.loads(exact.output)["tokens"] != json.loads(estimate.output)["tokens"]
+
+
+def test_retrieval_flags_reach_the_job_spec(tmp_path: Path) -> None:
+    from mapreduce_llm.cli import _spec_from
+
+    spec = _spec_from(
+        None,
+        tmp_path / "in.jsonl",
+        tmp_path / "out",
+        "qa@2.0.0",
+        None,
+        None,
+        None,
+        None,
+        None,
+        retrieval="top_k",
+        top_k=3,
+        reretrieve=False,
+        need_output=True,
+    )
+    assert (spec.retrieval.mode, spec.retrieval.top_k, spec.retrieval.reretrieve) == ("top_k", 3, False)
+    default = _spec_from(
+        None, tmp_path / "in.jsonl", tmp_path / "out", None, None, None, None, None, None, need_output=True
+    )
+    assert (default.retrieval.mode, default.retrieval.reretrieve) == ("all", True)
