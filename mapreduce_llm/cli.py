@@ -82,9 +82,7 @@ def _spec_from(
         k: v for k, v in {"max_model_len": max_model_len, "replicas": replicas, "model": model}.items() if v is not None
     }
     chunking = {"max_chunk_tokens": max_chunk_tokens} if max_chunk_tokens is not None else {}
-    finding = {
-        k: v for k, v in {"mode": retrieval, "top_k": top_k, "reretrieve": reretrieve}.items() if v is not None
-    }
+    finding = {k: v for k, v in {"mode": retrieval, "top_k": top_k, "reretrieve": reretrieve}.items() if v is not None}
     if spec is not None:
         base = load_spec(spec, {k: str(v) if isinstance(v, Path) else v for k, v in top.items()})
         data = base.model_dump()
