@@ -15,10 +15,13 @@ What it does
        middle of the best region (a margin either side, rather than an edge fitted to 12 documents).
     5. Sets ``reduce_min_confidence`` (re-retrieval trigger) where the final answers' confidence best
        separates right from wrong ones on the dev set.
-    6. Writes prompts/<task>/<version>.calibration.yaml for the served model, with what was measured.
+    6. Runs the dev set again with one round of re-retrieval that accepts every answer passing the evidence
+       checks, and searches ``reretrieve_min_confidence`` / ``reretrieve_min_similarity`` the same way: a
+       document is right when an accepted re-retrieved answer is right, else when its map-reduce answer was.
+    7. Writes prompts/<task>/<version>.calibration.yaml for the served model, with what was measured.
 
 Run
-    python benchmarks/calibrate.py                 # qa@2.0.0, ~8 min on 2 CPU cores (engine start included)
+    python benchmarks/calibrate.py                 # qa@2.0.0, ~9 min on 2 CPU cores (engine start included)
     python benchmarks/calibrate.py --dry-run       # print the thresholds, write nothing
 """
 
@@ -84,6 +87,79 @@ def centre(points: list[tuple[float, float]]) -> tuple[float, float]:
     return min(points, key=lambda p: ((p[0] - cx) / 0.5) ** 2 + ((p[1] - cy) / 0.2) ** 2)
 
 
+def grid(values: list[float]) -> list[float]:
+    """Cut points: below all values, between neighbours, above all."""
+    ordered = sorted({round(v, 3) for v in values})
+    if not ordered:
+        return [0.0]
+    return [ordered[0] - 0.01] + [(a + b) / 2 for a, b in itertools.pairwise(ordered)] + [ordered[-1] + 0.01]
+
+
+def map_thresholds(obs: list[Observed], documents: dict[str, str | None]) -> tuple[float, float, tuple[int, int]]:
+    """(map_min_confidence, min_evidence_similarity, (documents right, -wrong answers kept)) on the dev set."""
+    scored = []
+    for c, s in itertools.product(grid([o.confidence for o in obs]), grid([o.similarity or 0.0 for o in obs])):
+        right = sum(decide(obs, documents, c, s).values())
+        # Second criterion: wrong answers still reaching the reducer (each one is a chance for it to err).
+        wrong_kept = sum(not o.correct and o.confidence >= c and (o.similarity or 1.0) >= s for o in obs)
+        scored.append(((right, -wrong_kept), c, s))
+    top = max(key for key, _, _ in scored)
+    conf, sim = centre([(c, s) for key, c, s in scored if key == top])
+    return conf, sim, top
+
+
+def reretrieve_trigger(obs: list[Observed], chosen: dict[str, bool], conf: float, sim: float) -> float:
+    """``reduce_min_confidence``: where the final answers' confidence best separates right from wrong."""
+    finals = []
+    for doc, right in chosen.items():
+        mine = [o for o in obs if o.document == doc and o.confidence >= conf and (o.similarity or 1.0) >= sim]
+        if mine:
+            finals.append((max(o.confidence for o in mine), right))
+    cuts = [conf, *sorted({round(c, 3) for c, _ in finals})]
+    return -max((sum((c >= t) == right for c, right in finals), -t) for t in cuts)[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """The first re-retrieval round of a dev document, labelled."""
+
+    document: str
+    confidence: float
+    similarity: float
+    correct: bool
+
+
+def reretrieved(results: list[DocumentResult]) -> list[Round]:
+    """First rounds whose answer passed the evidence checks (accepted with no thresholds)."""
+    out = []
+    for r in results:
+        if r.reretrieval is None or not r.reretrieval.rounds:
+            continue
+        first = r.reretrieval.rounds[0]
+        if not first.accepted or first.confidence is None:
+            continue
+        expected = r.metadata.get("answer")
+        correct = expected is not None and expected.lower() in (first.answer or "").lower()
+        out.append(Round(r.id, first.confidence, first.evidence_similarity or 0.0, correct))
+    return out
+
+
+def reretrieve_thresholds(rounds: list[Round], chosen: dict[str, bool]) -> tuple[float, float, tuple[int, int]]:
+    """(reretrieve_min_confidence, reretrieve_min_similarity, (documents right, -wrong accepted)).
+
+    A document is right when an accepted round is right, or — nothing accepted — when the map-reduce answer was.
+    """
+    scored = []
+    for c, s in itertools.product(grid([r.confidence for r in rounds]), grid([r.similarity for r in rounds])):
+        accepted = {r.document: r for r in rounds if r.confidence >= c and r.similarity >= s}
+        right = sum(accepted[d].correct if d in accepted else ok for d, ok in chosen.items())
+        wrong = sum(not r.correct for r in accepted.values())
+        scored.append(((right, -wrong), c, s))
+    top = max(key for key, _, _ in scored)
+    conf, sim = centre([(c, s) for key, c, s in scored if key == top])
+    return conf, sim, top
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt", default="qa@2.0.0", help="the output: answer prompt version to calibrate")
@@ -102,6 +178,8 @@ def main() -> None:
     documents = {r["id"]: r["answer"] for r in records}
     data = write_jsonl(records, args.out / "dev.jsonl")
 
+    for folder in ("uncalibrated", "reretrieve"):  # results are recomputed; engine outputs come from the cache
+        shutil.rmtree(args.out / folder, ignore_errors=True)
     started = time.perf_counter()
     with started_engine() as engine:
         model = engine.info.model
@@ -114,38 +192,36 @@ def main() -> None:
             retrieval={"reretrieve": False},
             cache=args.out / "cache.sqlite",
         )
+        obs = observations(results)
+        print(
+            f"dev set: {len(records)} documents, {len(obs)} evidence-checked map answers "
+            f"({sum(o.correct for o in obs)} correct), job {summary.seconds:.0f} s"
+        )
+        conf, sim, top = map_thresholds(obs, documents)
+        chosen = decide(obs, documents, conf, sim)
+        reduce_conf = reretrieve_trigger(obs, chosen, conf, sim)
+        # Second pass: one round of re-retrieval with every checked answer accepted, to see what it finds.
+        provisional = ModelCalibration(
+            map_min_confidence=conf,
+            reduce_min_confidence=reduce_conf,
+            min_evidence_similarity=sim,
+            reretrieve_min_confidence=-1e9,
+            reretrieve_min_similarity=-1.0,
+        )
+        write_calibration(select_prompts(prompt.ref, bare).base, model, provisional)
+        _, second = run(
+            engine,
+            data,
+            args.out / "reretrieve",
+            prompt.ref,
+            prompts_dir=bare,
+            retrieval={"reretrieve": True, "max_rounds": 1},
+            cache=args.out / "cache.sqlite",
+        )
     seconds = time.perf_counter() - started
-    obs = observations(results)
-    print(
-        f"dev set: {len(records)} documents, {len(obs)} evidence-checked map answers "
-        f"({sum(o.correct for o in obs)} correct), job {summary.seconds:.0f} s"
-    )
-
-    confs = sorted({round(o.confidence, 3) for o in obs})
-    conf_grid = [confs[0] - 0.01] + [(a + b) / 2 for a, b in itertools.pairwise(confs)] + [confs[-1] + 0.01]
-    sims = sorted({round(o.similarity, 3) for o in obs if o.similarity is not None})
-    sim_grid = [sims[0] - 0.01] + [(a + b) / 2 for a, b in itertools.pairwise(sims)] if sims else [0.0]
-    scored = []
-    for c, s in itertools.product(conf_grid, sim_grid):
-        right = sum(decide(obs, documents, c, s).values())
-        # Second criterion: wrong answers still reaching the reducer (each one is a chance for it to err).
-        wrong_kept = sum(not o.correct and o.confidence >= c and (o.similarity or 1.0) >= s for o in obs)
-        scored.append(((right, -wrong_kept), c, s))
-    top = max(key for key, _, _ in scored)
-    conf, sim = centre([(c, s) for key, c, s in scored if key == top])
-
-    # Re-retrieval trigger: where the chosen answers' confidence best separates right from wrong.
-    chosen = decide(obs, documents, conf, sim)
-    finals = []
-    for doc, right in chosen.items():
-        mine = [o for o in obs if o.document == doc and o.confidence >= conf and (o.similarity or 1.0) >= sim]
-        if mine:
-            finals.append((max(o.confidence for o in mine), right))
-    cut_grid = sorted({round(c, 3) for c, _ in finals}) or [conf]
-    best_cut = max(
-        ((sum((c >= t) == right for c, right in finals), -t) for t in [conf, *cut_grid]),
-    )
-    reduce_conf = -best_cut[1]
+    rounds = reretrieved(second)
+    re_conf, re_sim, re_top = reretrieve_thresholds(rounds, chosen)
+    print(f"re-retrieval: {len(rounds)} rounds with a checked answer ({sum(r.correct for r in rounds)} correct)")
 
     measured = {
         "documents": len(records),
@@ -154,6 +230,10 @@ def main() -> None:
         "map_answers_correct": sum(o.correct for o in obs),
         "dev_accuracy_at_thresholds": round(top[0] / len(records), 3),
         "wrong_answers_kept": -top[1],
+        "reretrieved_answers_checked": len(rounds),
+        "reretrieved_answers_correct": sum(r.correct for r in rounds),
+        "dev_accuracy_with_reretrieval": round(re_top[0] / len(records), 3),
+        "wrong_reretrieved_answers_accepted": -re_top[1],
         "job_seconds": round(summary.seconds, 1),
         "run_seconds": round(seconds, 1),
     }
@@ -161,6 +241,8 @@ def main() -> None:
         map_min_confidence=round(conf, 4),
         reduce_min_confidence=round(reduce_conf, 4),
         min_evidence_similarity=round(sim, 4),
+        reretrieve_min_confidence=round(re_conf, 4),
+        reretrieve_min_similarity=round(re_sim, 4),
         dev_set="benchmarks/needles.py dev split",
         measured=measured,
     )

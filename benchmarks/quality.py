@@ -97,11 +97,17 @@ def main() -> None:
     bare = args.out / "prompts-uncalibrated"
     shutil.rmtree(bare, ignore_errors=True)
     shutil.copytree(ROOT / "prompts", bare, ignore=shutil.ignore_patterns("*.calibration.yaml"))
-    shared_cache = args.out / "qa2-cache.sqlite"
+    # Engine outputs are cached across runs (outside the job folders); results are always recomputed.
+    qa1_cache, shared_cache = args.out / "qa1-cache.sqlite", args.out / "qa2-cache.sqlite"
     methods: list[tuple[str, Path, str, dict[str, object]]] = [
-        ("truncation (qa@1.0.0)", short, "qa@1.0.0", {"retrieval": {"similarity": False}}),
-        ("truncation (qa@2.0.0, calibrated)", short, "qa@2.0.0", {"retrieval": {"reretrieve": False}}),
-        ("map-reduce (qa@1.0.0)", full, "qa@1.0.0", {"retrieval": {"similarity": False}}),
+        ("truncation (qa@1.0.0)", short, "qa@1.0.0", {"retrieval": {"similarity": False}, "cache": qa1_cache}),
+        (
+            "truncation (qa@2.0.0, calibrated)",
+            short,
+            "qa@2.0.0",
+            {"retrieval": {"reretrieve": False}, "cache": shared_cache},
+        ),
+        ("map-reduce (qa@1.0.0)", full, "qa@1.0.0", {"retrieval": {"similarity": False}, "cache": qa1_cache}),
         (
             "structured, uncalibrated (qa@2.0.0)",
             full,
@@ -121,6 +127,7 @@ def main() -> None:
         for i, (name, data, prompt, options) in enumerate(methods):
             if args.only is not None and i not in args.only:
                 continue
+            shutil.rmtree(args.out / f"method-{i}", ignore_errors=True)
             started = time.perf_counter()
             summary, results = run(engine, data, args.out / f"method-{i}", prompt, **options)  # type: ignore[arg-type]
             row = {

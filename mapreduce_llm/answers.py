@@ -175,6 +175,8 @@ class Judged:
     quote: Match | None
     """Where the quote is in the text (None: not found there)."""
     answer_in_text: bool
+    evidence: str | None = None
+    """The text at ``quote``: the evidence as it stands in the text."""
 
     @property
     def supported(self) -> bool:
@@ -202,7 +204,8 @@ def judge(output: EngineOutput, text: str, not_found: str, min_match: float) -> 
             parsed = AnswerRecord(quote=parsed.quote, answer=first)
     if quote is None and answer is not None and len(parsed.answer.split()) >= MIN_EVIDENCE_WORDS:
         quote = answer  # a sentence-long answer copied from the text is its own evidence
-    return Judged(parsed, None, False, confidence, quote, answer is not None)
+    evidence = text[quote.start : quote.end] if quote is not None else None
+    return Judged(parsed, None, False, confidence, quote, answer is not None, evidence)
 
 
 def _first_sentence(text: str) -> str:

@@ -5,7 +5,8 @@ thresholds the pipeline applies to answer confidences (mean token logprob of the
 
 * ``map_min_confidence``: a chunk's answer below it is dropped before reducing, like a "not found";
 * ``min_evidence_similarity``: a chunk's answer whose quote is less similar to the question is dropped;
-* ``reduce_min_confidence``: a final answer below it triggers re-retrieval (when the job allows it).
+* ``reduce_min_confidence``: a final answer below it triggers re-retrieval (when the job allows it);
+* ``reretrieve_min_confidence``, ``reretrieve_min_similarity``: what a re-retrieved answer must reach.
 
 The file is written by ``benchmarks/calibrate.py`` from a dev set, with what was measured, and is not part
 of the released prompt file: thresholds depend on the model serving the prompt, and recalibrating for a new
@@ -37,6 +38,12 @@ class ModelCalibration(BaseModel):
     min_evidence_similarity: float | None = None
     """Cosine similarity (all-MiniLM-L6-v2) of a map answer's evidence quote to the question below which
     the answer is dropped as off topic; None: not checked."""
+    reretrieve_min_confidence: float | None = None
+    """A re-retrieved answer below this confidence is not accepted (None: ``map_min_confidence``)."""
+    reretrieve_min_similarity: float | None = None
+    """A re-retrieved answer whose evidence is less similar to the question is not accepted (None:
+    ``min_evidence_similarity``). Re-retrieval searches the whole document for text like the question, so what
+    it finds when the fact is absent looks more relevant than a random chunk's sentence: its bar is its own."""
     dev_set: str = ""
     """What the thresholds were measured on."""
     measured: dict[str, Any] = Field(default_factory=dict)

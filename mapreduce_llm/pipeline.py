@@ -608,7 +608,12 @@ class Job:
             out = await self._call(plan, prompt, "reretrieve", found.token_ids, acct, schema)
             j = judge(out, found.text, pf.not_found or "", pf.answer.min_quote_match)
             similarity = (await self._evidence_similarity(plan, [j]))[0]
-            floor, min_similarity = calibration.map_min_confidence, calibration.min_evidence_similarity
+            floor = calibration.reretrieve_min_confidence
+            min_similarity = calibration.reretrieve_min_similarity
+            if floor is None:
+                floor = calibration.map_min_confidence
+            if min_similarity is None:
+                min_similarity = calibration.min_evidence_similarity
             status, detail = classify(j, floor, similarity, min_similarity)
             located = found.to_document(j.quote.start, j.quote.end) if j.quote is not None else None
             better = j.confidence is not None and (confidence is None or j.confidence > confidence)
@@ -623,6 +628,7 @@ class Job:
                     passages=[Provenance(chunk_id=p.id, start=p.start, end=p.end) for p in found.passages],
                     answer=j.record.answer if j.record else None,
                     confidence=None if j.confidence is None else round(j.confidence, 4),
+                    evidence_similarity=similarity,
                     accepted=accepted,
                     detail=detail,
                 )
@@ -638,7 +644,7 @@ class Job:
 
     async def _evidence_similarity(self, plan: DocumentPlan, judged: Sequence[Judged]) -> list[float | None]:
         """Similarity of each supported answer's quote to the question (None where not checked)."""
-        quotes = {i: j.record.quote for i, j in enumerate(judged) if j.supported and j.record is not None}
+        quotes = {i: j.evidence for i, j in enumerate(judged) if j.supported and j.evidence is not None}
         if not quotes or not self.spec.retrieval.similarity:
             return [None] * len(judged)
         scores = await asyncio.to_thread(similarities, self.embedder, query_of(plan)[0], list(quotes.values()))

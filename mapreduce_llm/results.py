@@ -82,6 +82,7 @@ class ReretrievalRound(_Record):
     passages: list[Provenance]
     answer: str | None = None
     confidence: float | None = None
+    evidence_similarity: float | None = None
     accepted: bool = False
     """True when this answer replaced the previous one (supported by the passages and more confident)."""
     detail: str | None = None

@@ -286,3 +286,25 @@ def test_extract_finds_the_named_field_with_its_evidence(
     assert "Find in the text: the access code for the Halvorsen archive" in tokenizer.decode(
         engine.requests[0].prompt_token_ids
     )
+
+
+def test_reretrieved_answers_have_their_own_calibrated_bar(
+    tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str, calibrated: Callable[..., Path]
+) -> None:
+    """With no chunk answering, re-retrieval asks the question alone; its answer must reach the re-retrieval
+    thresholds, which can be stricter than the map ones."""
+    doc = {"id": "x", "text": document(corpus_text, {0.5: RIVAL}), "question": QUESTION}
+
+    def chunks_unsure(request: EngineRequest, _text: str) -> float:
+        return -0.3 if request.stage == "reretrieve" else -0.9
+
+    for bar, accepted in ((-0.5, True), (-0.2, False)):
+        folder = calibrated(map_min_confidence=-0.5, reretrieve_min_confidence=bar)
+        engine = make_engine(tokenizer, logprob=chunks_unsure)
+        [result] = run(tmp_path / str(bar), engine, tokenizer, [doc], prompts_dir=folder)
+        info = result.reretrieval
+        assert info is not None and info.triggered and "no chunk gave an answer" in info.reason
+        assert info.rounds[0].accepted is accepted and info.rounds[0].query == QUESTION
+        assert result.output == ("5512" if accepted else "NOT FOUND")
+        assert result.not_found is (not accepted)
+        shutil.rmtree(folder)
