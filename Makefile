@@ -54,6 +54,7 @@ test: lint typecheck
 bench: setup
 	$(PY) benchmarks/chunking_throughput.py
 	$(PY) benchmarks/pipeline_vs_levels.py
+	$(PY) benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
