@@ -18,6 +18,8 @@ What it does
     6. Runs the dev set again with one round of re-retrieval that accepts every answer passing the evidence
        checks, and searches ``reretrieve_min_confidence`` / ``reretrieve_min_similarity`` the same way: a
        document is right when an accepted re-retrieved answer is right, else when its map-reduce answer was.
+       When no re-retrieved answer passes the evidence checks there is nothing to fit: both stay unset and
+       re-retrieved answers face the map thresholds.
     7. Writes prompts/<task>/<version>.calibration.yaml for the served model, with what was measured.
 
 Run
@@ -220,7 +222,13 @@ def main() -> None:
         )
     seconds = time.perf_counter() - started
     rounds = reretrieved(second)
-    re_conf, re_sim, re_top = reretrieve_thresholds(rounds, chosen)
+    re_conf: float | None
+    re_sim: float | None
+    if rounds:
+        re_conf, re_sim, re_top = reretrieve_thresholds(rounds, chosen)
+    else:  # nothing to learn from: re-retrieved answers face the map thresholds
+        re_conf = re_sim = None
+        re_top = (sum(chosen.values()), 0)
     print(f"re-retrieval: {len(rounds)} rounds with a checked answer ({sum(r.correct for r in rounds)} correct)")
 
     measured = {
@@ -241,8 +249,8 @@ def main() -> None:
         map_min_confidence=round(conf, 4),
         reduce_min_confidence=round(reduce_conf, 4),
         min_evidence_similarity=round(sim, 4),
-        reretrieve_min_confidence=round(re_conf, 4),
-        reretrieve_min_similarity=round(re_sim, 4),
+        reretrieve_min_confidence=None if re_conf is None else round(re_conf, 4),
+        reretrieve_min_similarity=None if re_sim is None else round(re_sim, 4),
         dev_set="benchmarks/needles.py dev split",
         measured=measured,
     )
