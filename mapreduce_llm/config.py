@@ -137,10 +137,17 @@ class RetrievalConfig(_Strict):
     The query is the document's question, or the task's description for tasks without one.
     """
 
-    similarity: bool = True
+    similarity: bool | None = None
     """Embed the query and every chunk; each chunk's cosine similarity goes into the result and the metrics.
-    Needed by ``mode: top_k`` and by re-retrieval. Costs one embedding pass over the chunks' first 256 word
-    pieces (the model loads once per job, in about 8 s)."""
+    Needed by ``mode: top_k``, the evidence relevance check and re-retrieval. None (default): on for
+    ``output: answer`` prompts and ``mode: top_k``, off otherwise. Costs one embedding pass over the chunks'
+    first 256 word pieces (the model loads once per process, in about 8 s)."""
+
+    def similarity_for(self, output: str) -> bool:
+        """Whether a prompt version with this ``output`` kind gets chunk similarities."""
+        if self.similarity is not None:
+            return self.similarity
+        return output == "answer" or self.mode == "top_k"
     mode: Literal["all", "top_k"] = "all"
     """``all``: map every chunk. ``top_k``: map only the ``top_k`` chunks most similar to the query that
     reach ``min_similarity`` (RAG): fewer map calls, but an answer in a chunk ranked lower is missed."""
@@ -166,7 +173,7 @@ class RetrievalConfig(_Strict):
 
     @model_validator(mode="after")
     def _top_k_needs_similarity(self) -> RetrievalConfig:
-        if self.mode == "top_k" and not self.similarity:
+        if self.mode == "top_k" and self.similarity is False:
             raise ValueError("retrieval.mode top_k ranks chunks by similarity; set retrieval.similarity: true")
         return self
 

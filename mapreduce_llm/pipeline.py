@@ -344,7 +344,7 @@ class Job:
         dlog.debug("document.planned", chunks=len(plan.chunks), chunk_budget=plan.chunk_budget)
         retrieval = None
         selected = list(range(len(plan.chunks)))
-        if self.spec.retrieval.similarity:
+        if self.spec.retrieval.similarity_for(prompt.file.output):
             scores = await asyncio.to_thread(chunk_similarities, self.embedder, plan)
             selected = select_chunks(scores, self.spec.retrieval)
             retrieval = RetrievalInfo(
@@ -492,7 +492,7 @@ class Job:
         if calibration is None:
             reason = f"{prompt.ref} has no calibration for model {self.engine.info.model!r}"
             reretrieval = ReretrievalInfo(triggered=False, reason=reason)
-        elif not (self.spec.retrieval.reretrieve and self.spec.retrieval.similarity):
+        elif not (self.spec.retrieval.reretrieve and self.spec.retrieval.similarity_for(pf.output)):
             reretrieval = ReretrievalInfo(triggered=False, reason="off (retrieval.reretrieve/similarity)")
         elif not kept and not self.spec.retrieval.reretrieve_not_found:
             reretrieval = ReretrievalInfo(triggered=False, reason="no chunk gave an answer (reretrieve_not_found off)")
@@ -645,7 +645,7 @@ class Job:
     async def _evidence_similarity(self, plan: DocumentPlan, judged: Sequence[Judged]) -> list[float | None]:
         """Similarity of each supported answer's quote to the question (None where not checked)."""
         quotes = {i: j.evidence for i, j in enumerate(judged) if j.supported and j.evidence is not None}
-        if not quotes or not self.spec.retrieval.similarity:
+        if not quotes or not self.spec.retrieval.similarity_for(plan.prompt.file.output):
             return [None] * len(judged)
         scores = await asyncio.to_thread(similarities, self.embedder, query_of(plan)[0], list(quotes.values()))
         by_index = dict(zip(quotes, scores, strict=True))
