@@ -148,6 +148,7 @@ class RetrievalConfig(_Strict):
         if self.similarity is not None:
             return self.similarity
         return output == "answer" or self.mode == "top_k"
+
     mode: Literal["all", "top_k"] = "all"
     """``all``: map every chunk. ``top_k``: map only the ``top_k`` chunks most similar to the query that
     reach ``min_similarity`` (RAG): fewer map calls, but an answer in a chunk ranked lower is missed."""
