@@ -143,12 +143,6 @@ class RetrievalConfig(_Strict):
     ``output: answer`` prompts and ``mode: top_k``, off otherwise. Costs one embedding pass over the chunks'
     first 256 word pieces (the model loads once per process, in about 8 s)."""
 
-    def similarity_for(self, output: str) -> bool:
-        """Whether a prompt version with this ``output`` kind gets chunk similarities."""
-        if self.similarity is not None:
-            return self.similarity
-        return output == "answer" or self.mode == "top_k"
-
     mode: Literal["all", "top_k"] = "all"
     """``all``: map every chunk. ``top_k``: map only the ``top_k`` chunks most similar to the query that
     reach ``min_similarity`` (RAG): fewer map calls, but an answer in a chunk ranked lower is missed."""
@@ -171,6 +165,12 @@ class RetrievalConfig(_Strict):
     """Size of the passages re-retrieval ranks (finer than chunks, so the new prompt holds only the best text)."""
     passages: Annotated[int, Field(ge=1, le=32)] = 3
     """Passages given to a re-retrieval call (fewer if they do not fit the map prompt's budget)."""
+
+    def similarity_for(self, output: str) -> bool:
+        """Whether a prompt version with this ``output`` kind gets chunk similarities."""
+        if self.similarity is not None:
+            return self.similarity
+        return output == "answer" or self.mode == "top_k"
 
     @model_validator(mode="after")
     def _top_k_needs_similarity(self) -> RetrievalConfig:
