@@ -22,8 +22,9 @@ from mapreduce_llm.prompts import PromptFile
 
 
 def prompt_hash(prompt: PromptFile) -> str:
-    """Content hash of a prompt version (its validated fields, so formatting-only edits do not count)."""
-    return hashlib.sha256(prompt.model_dump_json().encode()).hexdigest()
+    """Content hash of a prompt version: its validated fields that differ from their defaults, so neither
+    formatting-only edits nor a new optional field in a later release of this package change it."""
+    return hashlib.sha256(prompt.model_dump_json(exclude_defaults=True).encode()).hexdigest()
 
 
 def request_key(request: EngineRequest, prompt_hash: str, model: str) -> str:

@@ -229,3 +229,16 @@ def test_ctrl_c_flushes_and_the_rerun_resumes(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["ok"] == 6
     assert summary["requests_from_cache"] + summary["resumed"] > 0
+
+
+def test_prompt_hash_ignores_defaults_but_not_content() -> None:
+    """A field left at its default does not count (a new optional field in a later release keeps old cache
+    entries valid); any real change does."""
+    from mapreduce_llm.cache import prompt_hash
+    from mapreduce_llm.prompts import PromptFile
+
+    base = select_prompts("qa@1.0.0", PROMPTS).base.file
+    spelled_out = PromptFile.model_validate({**base.model_dump(), "output": "text", "query": None})
+    assert prompt_hash(spelled_out) == prompt_hash(base)
+    changed = PromptFile.model_validate({**base.model_dump(), "reserved_output_tokens": 97})
+    assert prompt_hash(changed) != prompt_hash(base)
