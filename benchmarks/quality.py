@@ -23,7 +23,7 @@ Scoring: a needle question is right when the planted answer occurs in the output
 document without the fact is right when the output is "NOT FOUND".
 
 Run
-    python benchmarks/quality.py        # ~20 min on 2 CPU cores; writes out/quality/quality.json
+    python benchmarks/quality.py        # ~15 min on 2 CPU cores; writes out/quality/quality.json
 """
 
 from __future__ import annotations
