@@ -107,11 +107,12 @@ def value_span(text: str, key: str) -> tuple[int, int] | None:
 def span_confidence(output: EngineOutput, start: int, end: int) -> float | None:
     """Mean logprob of the generated tokens that overlap ``output.text[start:end]``.
 
-    Falls back to the whole output's mean logprob when the backend reported no per-token logprobs or its
-    token texts do not add up to the output text.
+    The token texts must spell the output text (vLLM also reports the stop token, e.g. ``<|im_end|>``, which
+    is not part of the text: tokens past the text's end are ignored). Falls back to the whole output's mean
+    logprob when the backend reported no per-token logprobs or its token texts do not spell the output.
     """
     tokens, logprobs = output.tokens, output.token_logprobs
-    if not tokens or not logprobs or "".join(tokens) != output.text:
+    if not tokens or not logprobs or not "".join(tokens).startswith(output.text):
         return output.mean_logprob
     chosen: list[float] = []
     pos = 0

@@ -95,6 +95,14 @@ def test_confidence_is_the_mean_over_the_answer_tokens_only() -> None:
     assert confidence == pytest.approx(-3.0)
 
 
+def test_confidence_ignores_the_stop_token_after_the_text() -> None:
+    text = '{"quote": "abc", "answer": "4417"}'
+    start, end = value_span(text, "answer") or (0, 0)
+    tokens = [*text, "<|im_end|>"]
+    logprobs = [-3.0 if start <= i < end else -0.01 for i in range(len(text))] + [0.0]
+    assert span_confidence(output(text, logprobs, tokens=tokens), start, end) == pytest.approx(-3.0)
+
+
 def test_confidence_falls_back_to_the_whole_output_when_tokens_do_not_add_up() -> None:
     out = output('{"answer": "x"}', [-1.0, -2.0], tokens=["a", "b"])
     assert span_confidence(out, 0, 3) == pytest.approx(-1.5)

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from mapreduce_llm.answers import answer_schema, parse_record
+from mapreduce_llm.answers import answer_schema, parse_record, span_confidence, value_span
 from mapreduce_llm.config import ChunkingConfig, JobSpec
 from mapreduce_llm.documents import Document
 from mapreduce_llm.engines.base import EngineRequest
@@ -42,7 +42,10 @@ def test_schema_constrained_output_parses_and_reports_token_logprobs(engine: VLL
     assert not isinstance(record, str), record  # the schema made it a valid record
     assert len(record.answer) <= 40 and len(record.quote) <= 120
     assert out.tokens is not None and out.token_logprobs is not None
-    assert "".join(out.tokens) == out.text and len(out.token_logprobs) == out.completion_tokens
+    # The tokens spell the text (plus the stop token, which the text leaves out).
+    assert "".join(out.tokens).startswith(out.text) and len(out.token_logprobs) == out.completion_tokens
+    span = value_span(out.text, "answer")
+    assert span is not None and span_confidence(out, *span) != out.mean_logprob  # the answer's own tokens
     assert all(lp <= 0 or math.isclose(lp, 0, abs_tol=1e-6) for lp in out.token_logprobs)
 
 
