@@ -18,8 +18,8 @@ What it does
     6. Runs the dev set again with one round of re-retrieval that accepts every answer passing the evidence
        checks, and searches ``reretrieve_min_confidence`` / ``reretrieve_min_similarity`` the same way: a
        document is right when an accepted re-retrieved answer is right, else when its map-reduce answer was.
-       When no re-retrieved answer passes the evidence checks there is nothing to fit: both stay unset and
-       re-retrieved answers face the map thresholds.
+       When no wrong re-retrieved answer passes the evidence checks there is nothing to keep out: both stay
+       unset and re-retrieved answers face the map thresholds.
     7. Writes prompts/<task>/<version>.calibration.yaml for the served model, with what was measured.
 
 Run
@@ -224,11 +224,12 @@ def main() -> None:
     rounds = reretrieved(second)
     re_conf: float | None
     re_sim: float | None
-    if rounds:
+    if any(not r.correct for r in rounds):
         re_conf, re_sim, re_top = reretrieve_thresholds(rounds, chosen)
-    else:  # nothing to learn from: re-retrieved answers face the map thresholds
+    else:  # no wrong re-retrieved answer to keep out: re-retrieved answers face the map thresholds
         re_conf = re_sim = None
-        re_top = (sum(chosen.values()), 0)
+        accepted = {r.document: r for r in rounds if r.confidence >= conf and r.similarity >= sim}
+        re_top = (sum(accepted[d].correct if d in accepted else ok for d, ok in chosen.items()), 0)
     print(f"re-retrieval: {len(rounds)} rounds with a checked answer ({sum(r.correct for r in rounds)} correct)")
 
     measured = {
