@@ -65,6 +65,7 @@ from mapreduce_llm.results import (
 )
 from mapreduce_llm.retrieval import (
     best_passages,
+    chunk_at,
     chunk_similarities,
     passages_of,
     query_of,
@@ -625,7 +626,9 @@ class Job:
             info.rounds.append(
                 ReretrievalRound(
                     query=query,
-                    passages=[Provenance(chunk_id=p.id, start=p.start, end=p.end) for p in found.passages],
+                    passages=[
+                        Provenance(chunk_id=chunk_at(plan, p.start), start=p.start, end=p.end) for p in found.passages
+                    ],
                     answer=j.record.answer if j.record else None,
                     confidence=None if j.confidence is None else round(j.confidence, 4),
                     evidence_similarity=similarity,
@@ -635,9 +638,9 @@ class Job:
             )
             if not accepted or j.record is None or located is None:
                 break
-            passage, start, end = located
+            _, start, end = located
             answer, confidence = j.record.answer, j.confidence
-            evidence = [Provenance(chunk_id=passage.id, start=start, end=end, quote=doc.text[start:end])]
+            evidence = [Provenance(chunk_id=chunk_at(plan, start), start=start, end=end, quote=doc.text[start:end])]
             if confidence is not None and confidence >= threshold:
                 break
         return info, answer, confidence, evidence

@@ -1,10 +1,10 @@
 """Retrieval: how similar each chunk is to the document's query, which chunks to map, and re-retrieval passages.
 
 The query is the prompt version's ``query`` template filled from the document, else the document's question,
-else the task's description. Query and chunks
-are embedded with all-MiniLM-L6-v2 (:mod:`mapreduce_llm.embeddings`); vectors are unit length, so a dot
-product is the cosine similarity. MiniLM reads the first 256 word pieces of a text, so a long chunk is
-judged by its beginning — one reason re-retrieval ranks finer *passages* instead of chunks.
+else the task's description. Query and chunks are embedded with all-MiniLM-L6-v2
+(:mod:`mapreduce_llm.embeddings`); vectors are unit length, so a dot product is the cosine similarity. MiniLM
+reads the first 256 word pieces of a text, so a long chunk is judged by its beginning — one reason
+re-retrieval ranks finer *passages* instead of chunks.
 
 Re-retrieval (FLARE, "active retrieval"): when the final answer is unsure, the question plus the tentative
 answer is a better query than the question alone — it contains the words the evidence likely uses. The
@@ -81,6 +81,15 @@ class PassageSet:
             if offset <= start and end <= offset + length:
                 return passage, passage.start + start - offset, passage.start + end - offset
         return None
+
+
+def chunk_at(plan: DocumentPlan, position: int) -> str:
+    """Id of the chunk holding character ``position`` of the document (passages are cut independently of
+    chunks; results name evidence by chunk)."""
+    for chunk in plan.chunks:
+        if chunk.start <= position < chunk.end:
+            return chunk.id
+    return plan.chunks[-1].id
 
 
 def passages_of(plan: DocumentPlan, tokenizer: Tokenizer, passage_tokens: int) -> list[Chunk]:

@@ -199,6 +199,9 @@ def test_reretrieval_replaces_an_unsure_answer_and_records_why(
     assert result.confidence == pytest.approx(-0.05)
     [evidence] = result.provenance
     assert text[evidence.start : evidence.end] == RIVAL
+    # Evidence is named by the chunk that holds it (passages are cut independently of chunks).
+    [holding] = [a.chunk_id for a in result.answers if a.answer == "5512"]
+    assert evidence.chunk_id == holding
     # The passages given to the model hold the evidence and fit the map prompt's budget.
     assert any(p.start <= evidence.start and evidence.end <= p.end for p in first.passages)
     [request] = [r for r in engine.requests if r.stage == "reretrieve"]
