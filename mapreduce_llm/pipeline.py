@@ -6,6 +6,12 @@ starts — there is no barrier across documents, so the engine always has map ca
 reduce calls of others to batch together. ``limits.max_documents_in_flight`` bounds how many documents
 are open at a time.
 
+Two kinds of prompt versions run here. Free-text ones (``output: text``) map every chunk and reduce the
+outputs (:meth:`Job._text`). Answer ones (``output: answer``) get a checked record per chunk, keep only those
+whose evidence is in the chunk and whose relevance and confidence reach the version's calibrated thresholds,
+reduce the survivors best first and re-retrieve when the answer is unsure or missing (:meth:`Job._answer`;
+the checks are in :mod:`mapreduce_llm.answers`, retrieval in :mod:`mapreduce_llm.retrieval`).
+
 Errors that concern one document become its error record; an :class:`EngineError` stops the job, after
 writing what was finished.
 """
