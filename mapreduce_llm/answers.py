@@ -6,7 +6,7 @@ decoded under vLLM's structured outputs (a JSON schema), so the record is well-f
 finishes; a record that still does not parse (cut off at ``max_tokens``, or a backend without structured
 outputs) becomes a recorded parse failure, not an exception.
 
-Each record is then judged on two things the model cannot talk its way through:
+Each record is then judged on three things the model cannot talk its way through:
 
 * **Evidence.** The quote is looked up in the chunk — exactly, else by fuzzy alignment (rapidfuzz
   ``partial_ratio_alignment``, at least ``answer.min_quote_match`` of 100) — and so is the answer. An answer
@@ -14,9 +14,9 @@ Each record is then judged on two things the model cannot talk its way through:
   there tends to invent a sentence that looks like one.
 * **Relevance.** The quote's embedding similarity to the question (all-MiniLM-L6-v2): with nothing to
   find, a small model copies some real sentence of the chunk, which then passes the evidence check.
-* **Confidence.** The mean logprob the model gave to the tokens of the answer value (not the whole record,
-  whose JSON punctuation is near-certain). vLLM reports logprobs from the raw distribution, before the schema
-  mask, so this is what the model believed, not what the grammar forced.
+* **Confidence.** The mean logprob the model gave to the tokens of the answer value, not to the whole
+  record: vLLM computes logprobs after applying the schema's token mask, so forced JSON punctuation scores
+  near 0, while inside a string value almost every token is allowed and the logprob is the model's own.
 
 Which confidence and relevance are high enough is measured per model on a dev set
 (``benchmarks/calibrate.py``) and stored beside the prompt version (see :mod:`mapreduce_llm.calibration`),

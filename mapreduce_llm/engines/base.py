@@ -49,7 +49,7 @@ class EngineOutput:
     tokens: tuple[str, ...] | None = None
     """The generated tokens' text, one entry per token, when the backend reports it."""
     token_logprobs: tuple[float, ...] | None = None
-    """Logprob of each generated token under the model (before any output constraint), when reported."""
+    """Logprob of each generated token, when reported (vLLM: over the tokens an output schema allows)."""
     extra: dict[str, float] = field(default_factory=dict)
 
     @property

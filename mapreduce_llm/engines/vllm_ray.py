@@ -124,7 +124,7 @@ class VLLMEngineActor:
             top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,
             seed=request.seed,
-            logprobs=0,  # the chosen token's logprob, from the raw model distribution (before the schema mask)
+            logprobs=0,  # the chosen token's logprob (vLLM applies a schema's token mask first, then logprobs)
             structured_outputs=structured,
             # Only the finished output crosses back: no per-token objects in this actor's event loop.
             output_kind=RequestOutputKind.FINAL_ONLY,
