@@ -27,10 +27,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from mapreduce_llm.calibration import load_calibration, write_calibration
 from mapreduce_llm.cli import cli
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
 from mapreduce_llm.metrics import build_observer, job_task, push_metrics, serve_metrics
+from mapreduce_llm.registry import select_prompts
 from mapreduce_llm.runner import run_job
 from tests.conftest import CORPUS, PROMPTS, ROOT
 from tests.integration.conftest import TEST_ENGINE
@@ -152,6 +154,7 @@ def _monitored_job(
     baseline: str | None,
     prompt: str = "summarize",
     job_id: str | None = None,
+    prompts_dir: Path = PROMPTS,
 ) -> dict[str, dict[str, float]]:
     """What `mapreduce-llm run --prompt PROMPT [--job-id ID] --metrics-port P --pushgateway URL [--embed |
     --baseline NAME]` does. Summaries keep 32 output tokens (the engine decodes ~30 tokens/s here); other
@@ -164,7 +167,7 @@ def _monitored_job(
             "output": out,
             "job_id": job_id,
             "prompt": prompt,
-            "prompts_dir": PROMPTS,
+            "prompts_dir": prompts_dir,
             "engine": TEST_ENGINE.model_dump(),
             "sampling": {"reserved_output_tokens": 32} if summarize else {},
         }
@@ -204,9 +207,16 @@ QUESTION = "What is the access code for the Halvorsen archive?"
 @pytest.fixture(scope="module")
 def answer_job(stack: Stack, engine: VLLMRayEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Job C (id ``answers``): qa@2.0.0 on two ~2,500-character Python docs pieces, the first with a planted
-    fact at a paragraph break, the second without it, both asking for that fact. qa@2.0.0 is calibrated for the
-    served model, so the second document (no chunk gives an answer that passes the checks) is re-retrieved."""
+    fact at a paragraph break, the second without it, both asking for that fact. The shipped calibration is
+    used with its re-retrieval trigger raised to 0 (every answer's confidence is below it, and a missing
+    answer triggers too), so both documents are re-retrieved whatever the model answers."""
     root = tmp_path_factory.mktemp("answers")
+    prompts = root / "prompts"
+    shutil.copytree(PROMPTS, prompts)
+    qa = select_prompts("qa@2.0.0", prompts).base
+    shipped = load_calibration(qa, engine.info.model)
+    assert shipped is not None, f"qa@2.0.0 has no calibration for {engine.info.model}"
+    write_calibration(qa, engine.info.model, shipped.model_copy(update={"reduce_min_confidence": 0.0}))
     text = (CORPUS / "python-howtos.md").read_text(encoding="utf-8")
     needle = text[:2_500]
     at = needle.find("\n\n", 1_200)
@@ -219,7 +229,9 @@ def answer_job(stack: Stack, engine: VLLMRayEngine, tmp_path_factory: pytest.Tem
     source = root / "questions.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     out = root / "out"
-    _monitored_job(stack, engine, source, out, root / "baselines", None, prompt="qa@2.0.0", job_id="answers")
+    _monitored_job(
+        stack, engine, source, out, root / "baselines", None, prompt="qa@2.0.0", job_id="answers", prompts_dir=prompts
+    )
     return out
 
 
@@ -254,8 +266,7 @@ def test_answer_job_exports_answers_and_reretrievals(stack: Stack, answer_job: P
     re-retrieval of the document without the fact."""
     results = [json.loads(line) for line in (answer_job / "results.jsonl").read_text().splitlines()]
     assert [r["status"] for r in results] == ["ok", "ok"], results
-    missing = next(r for r in results if r["id"] == "no-needle")
-    assert missing["reretrieval"]["triggered"], missing["reretrieval"]
+    assert all(r["reretrieval"]["triggered"] for r in results), [r["reretrieval"] for r in results]
     answers = _wait_for(stack, 'mapreduce_llm_map_answers_total{job="answers", task="qa", version="2.0.0"}')
     assert sum(float(r["value"][1]) for r in answers) == sum(len(r["answers"]) for r in results)
     ratio = _wait_for(stack, 'job_task_version:mapreduce_llm_answer_parse_failure:ratio{job="answers"}')
