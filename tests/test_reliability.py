@@ -212,7 +212,15 @@ def test_ctrl_c_flushes_and_the_rerun_resumes(tmp_path: Path) -> None:
     src = _corpus(tmp_path, 6)
     out, log1, log2 = tmp_path / "out", tmp_path / "sent-1.log", tmp_path / "sent-2.log"
     command = [sys.executable, "-m", "tests.job_with_fake_engine", str(src), str(out)]
-    first = subprocess.Popen([*command, str(log1), "0.2"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    # A shell that starts the test suite in the background makes its children ignore SIGINT, and Python then
+    # installs no KeyboardInterrupt handler: give the driver the default disposition, as in a terminal.
+    first = subprocess.Popen(
+        [*command, str(log1), "0.2"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and first.poll() is None and _stored(out / "cache.sqlite") < 8:
         time.sleep(0.02)
