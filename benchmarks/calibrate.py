@@ -165,11 +165,12 @@ def reretrieve_thresholds(rounds: list[Round], chosen: dict[str, bool]) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt", default="qa@2.0.0", help="the output: answer prompt version to calibrate")
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "calibrate")
+    parser.add_argument("--out", type=Path, help="work folder (default: out/calibrate/TASK@VERSION)")
     parser.add_argument("--dry-run", action="store_true", help="print the thresholds, do not write them")
     args = parser.parse_args()
 
     prompt = select_prompts(args.prompt, ROOT / "prompts").base
+    args.out = args.out or ROOT / "out" / "calibrate" / prompt.ref
     if prompt.file.output != "answer":
         parser.error(f"{prompt.ref} has output {prompt.file.output!r}; only output: answer prompts are calibrated")
     # A copy of the prompt folder without this version's calibration: the run must apply no thresholds.

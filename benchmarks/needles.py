@@ -222,6 +222,8 @@ def check_facts(corpus: dict[str, str]) -> None:
         assert answer not in fact.question.lower(), f"question gives the answer away: {fact.question!r}"
         assert answer not in haystack, f"answer occurs in the corpus: {fact.answer!r}"
         assert sum(answer in other for other in answers) == 1, f"answer not unique: {fact.answer!r}"
+        assert fact.answer in FIELDS, f"no field phrase for {fact.answer!r}: add one to FIELDS"
+        assert answer not in FIELDS[fact.answer].lower(), f"field gives the answer away: {fact.answer!r}"
 
 
 def paragraph_spans(text: str) -> list[tuple[int, int]]:
@@ -298,6 +300,31 @@ def default_tokenizer() -> Tokenizer:
     return HFTokenizer(ensure_embedded_model())
 
 
+FIELDS: dict[str, str] = {
+    # What each question asks for, as the named value an extract prompt looks for (by answer).
+    "4417": "the access code for the Halvorsen archive",
+    "Tarrant": "the surname of the keeper of the lighthouse on Skerra Island",
+    "Brackenmoor": "the town the Quillfeather Bakery moved its ovens to",
+    "vermilion": "the colour of the front door of the Marwick guesthouse",
+    "1871": "the year the Fennimore footbridge over the river Ilse was finished",
+    "astrolabe": "what Professor Idris Calloway keeps on the windowsill of her study",
+    "heron": "the kind of bird that is the mascot of the Dunmore rowing club",
+    "362": "the number of pear trees in the Ashgrove orchard",
+    "8093": "the combination of the safe in the Orlov study",
+    "Achterberg": "the surname of the retired pilot who runs the chess club in Lowmoor",
+    "Cragsmere": "the village where the annual Lantern Fair is held",
+    "ochre": "the colour of the sails of the fishing boat Northwind Belle",
+    "1923": "the year the Elmstead choir gave its first concert",
+    "harmonica": "the musical instrument in the time capsule under the Greyfriars clock tower",
+    "Marmalade": "the name of the ship's cat of the ferry Saltmarsh Rose",
+    "5260": "the weight in kilograms of the main telescope of the Kestrel Hill observatory",
+    "Wendle": "the river the Corrin family's watermill stands on",
+    "rhubarb": "the kind of pie that is the signature dish of the Copperkettle inn",
+    "garnet": "the gemstone set in the ring found in the Barrow Lane excavation",
+    "October": "the month the Tillbury harvest market is held",
+}
+
+
 def build_needle_set(split: str, tokenizer: Tokenizer | None = None) -> list[dict[str, Any]]:
     """The records of one split (``dev`` or ``test``): its needle documents, then its no-fact documents."""
     if split not in SPLITS:
@@ -313,6 +340,7 @@ def build_needle_set(split: str, tokenizer: Tokenizer | None = None) -> list[dic
             "id": f"{split}-{kind}-{number:02d}",
             "text": text,
             "question": fact.question,
+            "field": FIELDS[fact.answer],  # the same question for extract prompts (`field`)
             "answer": fact.answer if at is not None else None,
             "position": round(position, 4) if position is not None else None,
             "needle_start": at,

@@ -15,7 +15,8 @@ most 1200 tokens):
 * map-reduce      — every chunk mapped with free-text qa@1.0.0, the non-"NOT FOUND" answers reduced;
 * structured      — qa@2.0.0 records with evidence checks, but without the calibrated thresholds;
 * calibrated      — qa@2.0.0 with the thresholds of prompts/qa/2.0.0.calibration.yaml, no re-retrieval;
-* + re-retrieval  — the same, re-retrieving when the final answer is under the calibrated confidence.
+* + re-retrieval  — the same, re-retrieving when the final answer is under the calibrated confidence;
+* extract@2.0.0   — the same two with the facts asked as a named ``field`` (calibrated on the dev split too).
 
 The three qa@2.0.0 jobs share one request cache, so their map calls run once.
 
@@ -99,6 +100,7 @@ def main() -> None:
     shutil.copytree(ROOT / "prompts", bare, ignore=shutil.ignore_patterns("*.calibration.yaml"))
     # Engine outputs are cached across runs (outside the job folders); results are always recomputed.
     qa1_cache, shared_cache = args.out / "qa1-cache.sqlite", args.out / "qa2-cache.sqlite"
+    extract_cache = args.out / "extract2-cache.sqlite"
     methods: list[tuple[str, Path, str, dict[str, object]]] = [
         ("truncation (qa@1.0.0)", short, "qa@1.0.0", {"retrieval": {"similarity": False}, "cache": qa1_cache}),
         (
@@ -121,6 +123,19 @@ def main() -> None:
             {"retrieval": {"reretrieve": False}, "cache": shared_cache},
         ),
         ("+ re-retrieval (qa@2.0.0)", full, "qa@2.0.0", {"retrieval": {"reretrieve": True}, "cache": shared_cache}),
+        # The same facts asked as extract's named `field` instead of a question.
+        (
+            "calibrated map-reduce (extract@2.0.0)",
+            full,
+            "extract@2.0.0",
+            {"retrieval": {"reretrieve": False}, "cache": extract_cache},
+        ),
+        (
+            "+ re-retrieval (extract@2.0.0)",
+            full,
+            "extract@2.0.0",
+            {"retrieval": {"reretrieve": True}, "cache": extract_cache},
+        ),
     ]
     rows = []
     with started_engine() as engine:
