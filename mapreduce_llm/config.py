@@ -134,7 +134,8 @@ class ReduceConfig(_Strict):
 class RetrievalConfig(_Strict):
     """Chunk-to-query similarity (all-MiniLM-L6-v2), retrieval of the relevant chunks, and re-retrieval.
 
-    The query is the document's question, or the task's description for tasks without one.
+    The query is the prompt's ``query`` template (e.g. extract's ``{field}``), else the document's question,
+    else the task's description.
     """
 
     similarity: bool | None = None
@@ -142,7 +143,6 @@ class RetrievalConfig(_Strict):
     Needed by ``mode: top_k``, the evidence relevance check and re-retrieval. None (default): on for
     ``output: answer`` prompts and ``mode: top_k``, off otherwise. Costs one embedding pass over the chunks'
     first 256 word pieces (the model loads once per process, in about 8 s)."""
-
     mode: Literal["all", "top_k"] = "all"
     """``all``: map every chunk. ``top_k``: map only the ``top_k`` chunks most similar to the query that
     reach ``min_similarity`` (RAG): fewer map calls, but an answer in a chunk ranked lower is missed."""
@@ -158,7 +158,7 @@ class RetrievalConfig(_Strict):
     reretrieve_not_found: bool = True
     """Also re-retrieve when no chunk gave an answer that passed the checks, with the question alone as the
     query: a small model often misses a fact in a long chunk that it finds in a few short passages. The new
-    answer must pass the same evidence checks and calibrated thresholds as a map answer."""
+    answer must pass the same evidence checks as a map answer and the calibrated re-retrieval thresholds."""
     max_rounds: Annotated[int, Field(ge=1, le=5)] = 2
     """Re-retrieval rounds at most per document."""
     passage_tokens: Annotated[int, Field(ge=16)] = 96
