@@ -574,10 +574,11 @@ class Job:
             backing = [c for c in kept if agrees(c, record)]
             if backing:
                 return record.answer, final.mean_logprob, [c.evidence for c in backing], levels, failures
-        self.log.info(
+        self.log.info(  # no answer text in logs: it may quote the document
             "document.reduce_unsupported",
             document_id=plan.document.id,
-            reducer=None if not isinstance(record, AnswerRecord) else record.answer[:80],
+            readable=isinstance(record, AnswerRecord),
+            candidates=len(kept),
         )
         best = kept[0]
         return best.answer, best.confidence, [best.evidence], levels, failures
