@@ -78,6 +78,7 @@ def run(
     docs: list[dict[str, object]],
     prompts_dir: Path = PROMPTS,
     observer: MetricsObserver | None = None,
+    prompt: str = "qa@2.0.0",
     **extra: object,
 ) -> list[DocumentResult]:
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -87,7 +88,7 @@ def run(
         {
             "input": source,
             "output": tmp_path / "out",
-            "prompt": "qa@2.0.0",
+            "prompt": prompt,
             "prompts_dir": prompts_dir,
             "engine": {"max_model_len": 1024},
             **extra,
@@ -270,20 +271,9 @@ def test_extract_finds_the_named_field_with_its_evidence(
 ) -> None:
     """extract@2.0.0 asks for the document's `field`; retrieval compares chunks with the field's name."""
     text = document(corpus_text, {0.4: FACT})
-    source = tmp_path / "in.jsonl"
-    source.write_text(json.dumps({"id": "e", "text": text, "field": "the access code for the Halvorsen archive"}))
-    spec = JobSpec.model_validate(
-        {
-            "input": source,
-            "output": tmp_path / "out",
-            "prompt": "extract@2.0.0",
-            "prompts_dir": PROMPTS,
-            "engine": {"max_model_len": 1024},
-        }
-    )
+    doc = {"id": "e", "text": text, "field": "the access code for the Halvorsen archive"}
     engine = make_engine(tokenizer)
-    asyncio.run(Job(spec, select_prompts(spec.prompt, PROMPTS), tokenizer, engine).run())
-    [result] = [DocumentResult.model_validate_json(x) for x in (spec.output / "results.jsonl").read_text().splitlines()]
+    [result] = run(tmp_path, engine, tokenizer, [doc], prompt="extract@2.0.0")
     assert result.output == "4417" and [p.quote for p in result.provenance] == [FACT]
     assert result.retrieval is not None and result.retrieval.query == "prompt"
     assert "Find in the text: the access code for the Halvorsen archive" in tokenizer.decode(

@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from types import ModuleType
+from tests.conftest import benchmark_module
 
-from tests.conftest import ROOT
-
-
-def _calibrate() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("calibrate", ROOT / "benchmarks" / "calibrate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["calibrate"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-cal = _calibrate()
+cal = benchmark_module("calibrate")
 
 
 def test_map_thresholds_keep_right_answers_and_drop_wrong_ones() -> None:

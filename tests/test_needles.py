@@ -3,7 +3,6 @@ where the records say, no-fact documents clean, every document long enough in th
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import re
@@ -16,18 +15,14 @@ import pytest
 
 from mapreduce_llm.documents import Document, read_documents
 from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import CORPUS, ROOT
+from tests.conftest import CORPUS, benchmark_module
 
 Records = dict[str, list[dict[str, Any]]]
 
 
 @pytest.fixture(scope="module")
 def needles() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("needles", ROOT / "benchmarks" / "needles.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("needles")
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ in the integration tier because embedding 120 documents takes a minute or two on
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -14,15 +13,11 @@ from mapreduce_llm.drift import DocumentProfile, build_baseline, job_drift, leve
 from mapreduce_llm.embeddings import Embedder
 from mapreduce_llm.errors import DocumentError
 from mapreduce_llm.runner import plan_job
-from tests.conftest import PROMPTS, ROOT
+from tests.conftest import PROMPTS, benchmark_module
 
 
 def _scenario() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("drift_scenario", ROOT / "benchmarks" / "drift_scenario.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_module("drift_scenario")
 
 
 @pytest.fixture(scope="module")
