@@ -28,6 +28,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from mapreduce_llm.config import EngineConfig, JobSpec
 from mapreduce_llm.documents import Document
+from mapreduce_llm.engines.dtype import choose_dtype
 from mapreduce_llm.model_store import ensure_embedded_model
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.reduce import Partial, joined_ids, joined_size, pack, resplit
@@ -67,7 +68,7 @@ def run_levels(
     llm = LLM(
         model=str(ensure_embedded_model()),
         max_model_len=config.max_model_len,
-        dtype=config.dtype,
+        dtype=choose_dtype(config.dtype)[0],  # the same choice the engine actor makes
         seed=config.seed,
         enable_prefix_caching=config.enable_prefix_caching,
         block_size=config.block_size,

@@ -44,8 +44,10 @@ class EngineConfig(_Strict):
     """Name recorded in results. Default: the model folder's name."""
     max_model_len: Annotated[int, Field(ge=256)] = 2048
     """Context window in tokens: every request (prompt + reserved output) fits inside it."""
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "bfloat16"
-    """Weights dtype passed to vLLM."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weights dtype. ``auto``: decided where the engine runs — the model's own dtype on a GPU, bfloat16 on a
+    CPU with native bf16 (avx512_bf16/AMX), float32 on other CPUs, where bf16 is emulated several times slower
+    (see ``mapreduce_llm.engines.dtype``). The choice is logged as ``engine.dtype`` when the engine starts."""
     kv_cache_space_gib: Annotated[int, Field(ge=1)] = 2
     """CPU engines only: KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9

@@ -24,6 +24,7 @@ import structlog
 
 from mapreduce_llm.config import EngineConfig
 from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
+from mapreduce_llm.engines.dtype import choose_dtype
 from mapreduce_llm.errors import EngineError, RequestError
 
 log = structlog.get_logger(__name__)
@@ -91,6 +92,8 @@ class VLLMEngineActor:
             from mapreduce_llm.model_store import ensure_embedded_model
 
             model = str(ensure_embedded_model())
+        dtype, why = choose_dtype(cfg.dtype)
+        log.info("engine.dtype", requested=cfg.dtype, dtype=dtype, reason=why)
         extra: dict[str, Any] = {"block_size": cfg.block_size} if cfg.block_size else {}
         if tensor_parallel_bundles(cfg) is not None:
             # The ranks run as Ray actors in this actor's placement group (see tensor_parallel_bundles).
@@ -100,7 +103,7 @@ class VLLMEngineActor:
             model=model,
             served_model_name=cfg.served_model_name,
             max_model_len=cfg.max_model_len,
-            dtype=cfg.dtype,
+            dtype=dtype,
             seed=cfg.seed,
             enable_prefix_caching=cfg.enable_prefix_caching,
             tensor_parallel_size=cfg.tensor_parallel_size,
