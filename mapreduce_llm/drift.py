@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +40,9 @@ from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.planning import DocumentPlan
 
 PROFILE_FILE = "profile.jsonl"
+PROFILE_PARTIAL_FILE = "profile.partial.jsonl"
+"""Profiles of a running job, appended as they are made; merged into ``profile.jsonl`` when the job ends (and
+kept for the rerun when it does not)."""
 
 DOCUMENT_TOKEN_EDGES: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 """Upper edges of the document length bins (served-model tokens); one more bin above the last."""
@@ -207,7 +214,12 @@ def prompt_classes(profile: DocumentProfile, reference: VersionProfile | None) -
 
 # ---- profiles and baselines ---------------------------------------------------------------------------------
 def read_profiles(results_dir: Path) -> list[DocumentProfile]:
-    """The document profiles a job wrote into its results folder."""
+    """The document profiles a job wrote into its results folder (all in memory; see :func:`iter_profiles`)."""
+    return list(iter_profiles(results_dir))
+
+
+def iter_profiles(results_dir: Path) -> Iterator[DocumentProfile]:
+    """The document profiles a job wrote into its results folder, one at a time, in file order."""
     path = results_dir / PROFILE_FILE
     if not path.is_file():
         raise ConfigError(
@@ -215,15 +227,92 @@ def read_profiles(results_dir: Path) -> list[DocumentProfile]:
             "or profile the input with `mapreduce-llm drift profile`",
             parameter="results",
         )
-    return [DocumentProfile.model_validate_json(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return _read_lines(path)
+
+
+def _read_lines(path: Path) -> Iterator[DocumentProfile]:
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield DocumentProfile.model_validate_json(line)
+
+
+@contextmanager
+def _atomic_writer(path: Path) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` (rename) only once the block ends without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def write_profiles(results_dir: Path, profiles: Iterable[DocumentProfile]) -> Path:
-    """Write ``profile.jsonl`` atomically (one line per document, in the given order)."""
-    from mapreduce_llm.results import write_atomic
-
+    """Write ``profile.jsonl`` atomically (one line per document, in the given order), streaming."""
     path = results_dir / PROFILE_FILE
-    write_atomic(path, "".join(p.model_dump_json() + "\n" for p in profiles))
+    with _atomic_writer(path) as fh:
+        for p in profiles:
+            fh.write(p.model_dump_json().encode() + b"\n")
+    return path
+
+
+def _profile_id(line: bytes) -> str | None:
+    """The document id of one profile line; None for a line that is not a valid profile (cut by a crash)."""
+    if not line.strip():
+        return None
+    try:
+        return DocumentProfile.model_validate_json(line).id
+    except ValueError:
+        return None
+
+
+def merge_profiles(results_dir: Path, new: Path) -> Path:
+    """Merge the profiles in ``new`` (one JSON line per document) into ``profile.jsonl``, atomically.
+
+    A document profiled again replaces its earlier line in place; new documents follow, in ``new``'s order
+    (the last line wins when ``new`` has one twice). Invalid lines are dropped. Streams both files: memory
+    holds document ids (and offsets), never profiles.
+    """
+    path = results_dir / PROFILE_FILE
+    latest: dict[str, int] = {}  # id -> offset of its last valid line in `new`
+    with new.open("rb") as fresh:
+        offset = 0
+        for line in fresh:
+            pid = _profile_id(line)
+            if pid is not None:
+                latest[pid] = offset
+            offset += len(line)
+    seen: set[str] = set()
+    with _atomic_writer(path) as out, new.open("rb") as fresh:
+
+        def copy(line: bytes) -> None:
+            out.write(line if line.endswith(b"\n") else line + b"\n")
+
+        if path.is_file():
+            with path.open("rb") as old:
+                for line in old:
+                    pid = _profile_id(line)
+                    if pid is None or pid in seen:
+                        continue
+                    seen.add(pid)
+                    if pid in latest:
+                        fresh.seek(latest[pid])
+                        copy(fresh.readline())
+                    else:
+                        copy(line)
+        fresh.seek(0)
+        offset = 0
+        for line in fresh:
+            pid = _profile_id(line)
+            if pid is not None and pid not in seen and latest[pid] == offset:
+                copy(line)
+            offset += len(line)
     return path
 
 
@@ -344,7 +433,8 @@ def load_baseline(directory: Path, name: str) -> Baseline:
 def drift_scores(reference: VersionProfile, profiles: Sequence[DocumentProfile]) -> dict[str, float]:
     """Drift of one task and version's documents against its reference, per signal of :data:`SIGNALS`.
 
-    Signals that need embeddings are left out when either side has none.
+    Signals that need embeddings are left out when either side has none. This is the definition, over
+    profiles in memory; jobs compute the same numbers in one pass with :class:`VersionTally`.
     """
     if not profiles:
         return {}
@@ -361,12 +451,85 @@ def drift_scores(reference: VersionProfile, profiles: Sequence[DocumentProfile])
     return {k: round(v, 6) for k, v in scores.items()}
 
 
-def job_drift(baseline: Baseline, profiles: Sequence[DocumentProfile]) -> dict[str, dict[str, float]]:
-    """Drift scores per ``task@version`` present in both the job and the baseline."""
-    by_key: dict[str, list[DocumentProfile]] = {}
+class VersionTally:
+    """What :func:`drift_scores` needs of one task and version's documents, summed one profile at a time.
+
+    Memory is one vector and a few histograms however many documents are added. The scores equal
+    :func:`drift_scores` over the same profiles in the same order: same bins, same classes, and the vectors
+    are summed row by row, which is how numpy sums the stacked rows for their mean.
+    """
+
+    def __init__(self, reference: VersionProfile) -> None:
+        self.reference = reference
+        self.documents = 0
+        self.length_counts = [0] * (len(DOCUMENT_TOKEN_EDGES) + 1)
+        self.classes: Counter[str] = Counter()
+        self.similarity_counts = [0] * (len(SIMILARITY_EDGES) + 1)
+        self.similarities = 0
+        self.vectors = 0
+        self._vector_sum: npt.NDArray[np.float64] | None = None
+
+    def add(self, profile: DocumentProfile) -> None:
+        """Count one document's profile."""
+        self.documents += 1
+        self.length_counts[bin_index(profile.document_tokens, DOCUMENT_TOKEN_EDGES)] += 1
+        self.classes.update(prompt_classes(profile, self.reference))
+        for s in profile.similarities or []:
+            self.similarity_counts[bin_index(s, SIMILARITY_EDGES)] += 1
+            self.similarities += 1
+        for row in profile.chunk_vectors or []:
+            vector = np.asarray(row, dtype=float)
+            if self._vector_sum is None:
+                self._vector_sum = np.zeros_like(vector)
+            self._vector_sum += vector
+            self.vectors += 1
+
+    def scores(self) -> dict[str, float]:
+        """Drift per signal, as :func:`drift_scores` gives it (empty before the first document)."""
+        if not self.documents:
+            return {}
+        reference = self.reference
+        scores = {
+            "document_length": psi(reference.document_length_counts, self.length_counts),
+            "prompt_class": psi(reference.class_counts, dict(self.classes)),
+        }
+        if reference.centroid is not None and self._vector_sum is not None:
+            centroid = [round(float(x), 5) for x in _unit(self._vector_sum / self.vectors)]
+            scores["embedding_centroid"] = cosine_distance(reference.centroid, centroid)
+        if reference.similarity_counts is not None and self.similarities:
+            scores["retrieval_similarity"] = psi(reference.similarity_counts, self.similarity_counts)
+        return {k: round(v, 6) for k, v in scores.items()}
+
+
+class DriftTally:
+    """A job's drift against a baseline, one profile at a time: a :class:`VersionTally` per ``task@version``
+    of the baseline; profiles of other versions are not scored."""
+
+    def __init__(self, baseline: Baseline) -> None:
+        self.baseline = baseline
+        self.versions: dict[str, VersionTally] = {}
+
+    def add(self, profile: DocumentProfile) -> None:
+        """Count one document's profile (ignored when its version is not in the baseline)."""
+        key = profile.key
+        if key not in self.versions:
+            reference = self.baseline.versions.get(key)
+            if reference is None:
+                return
+            self.versions[key] = VersionTally(reference)
+        self.versions[key].add(profile)
+
+    def scores(self) -> dict[str, dict[str, float]]:
+        """Drift scores per ``task@version`` present in both the job and the baseline."""
+        return {key: tally.scores() for key, tally in sorted(self.versions.items())}
+
+
+def job_drift(baseline: Baseline, profiles: Iterable[DocumentProfile]) -> dict[str, dict[str, float]]:
+    """Drift scores per ``task@version`` present in both the job and the baseline; streams ``profiles``."""
+    tally = DriftTally(baseline)
     for p in profiles:
-        by_key.setdefault(p.key, []).append(p)
-    return {k: drift_scores(baseline.versions[k], v) for k, v in sorted(by_key.items()) if k in baseline.versions}
+        tally.add(p)
+    return tally.scores()
 
 
 def level(signal: str, score: float) -> str:

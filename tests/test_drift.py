@@ -11,20 +11,25 @@ from mapreduce_llm.config import ChunkingConfig
 from mapreduce_llm.documents import Document
 from mapreduce_llm.drift import (
     DOCUMENT_TOKEN_EDGES,
+    PROFILE_FILE,
     DocumentProfile,
     bin_index,
     build_baseline,
     cosine_distance,
     drift_scores,
     histogram,
+    iter_profiles,
+    job_drift,
     length_class,
     level,
     load_baseline,
+    merge_profiles,
     profile_document,
     psi,
     save_baseline,
     topic_of,
     version_profile,
+    write_profiles,
 )
 from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.planning import plan_document
@@ -158,6 +163,58 @@ def test_signals_without_embeddings_are_left_out() -> None:
     assert set(scores) == {"document_length", "prompt_class"}
 
 
+def _versioned(profiles: list[DocumentProfile], version: str, *, plain: bool = False) -> list[DocumentProfile]:
+    update: dict[str, object] = {"version": version}
+    if plain:
+        update.update(chunk_vectors=None, similarities=None)
+    return [p.model_copy(update={**update, "id": f"{p.id}@{version}"}) for p in profiles]
+
+
+def test_streaming_drift_equals_the_in_memory_scores(tmp_path: Path) -> None:
+    """job_drift over a stream of profiles (read back from profile.jsonl) gives exactly drift_scores' numbers."""
+    baseline = build_baseline(
+        "b", _profiles(PYTHON, 40, seed=1) + _versioned(_profiles(PYTHON, 20, seed=4), "2.0.0", plain=True), "x"
+    )
+    groups = {
+        "summarize@1.0.0": _profiles(PYTHON, 30, seed=2) + _profiles(LEGAL, 25, seed=3, length=300),
+        "summarize@2.0.0": _versioned(_profiles(LEGAL, 15, seed=5), "2.0.0", plain=True),
+    }
+    unknown = _versioned(_profiles(PYTHON, 5, seed=6), "9.9.9")  # not in the baseline: not scored
+    everything = [p for group in groups.values() for p in group] + unknown
+    write_profiles(tmp_path, everything)
+    expected = {key: drift_scores(baseline.versions[key], group) for key, group in groups.items()}
+    assert set(expected["summarize@1.0.0"]) == {
+        "document_length",
+        "prompt_class",
+        "embedding_centroid",
+        "retrieval_similarity",
+    }
+    assert job_drift(baseline, iter_profiles(tmp_path)) == expected
+    assert job_drift(baseline, iter(everything)) == expected
+
+
+def test_merging_profiles_replaces_redone_documents_in_place(tmp_path: Path) -> None:
+    """A rerun's profiles replace the earlier lines of the documents it redid; new ones follow; cut lines go."""
+    old = _profiles(PYTHON, 3)
+    write_profiles(tmp_path, old)
+    redone = old[1].model_copy(update={"document_tokens": 1})
+    new, newer = (old[0].model_copy(update={"id": "d3", "document_tokens": n}) for n in (2, 3))
+    partial = tmp_path / "profile.partial.jsonl"
+    lines = [p.model_dump_json() + "\n" for p in (redone, new, newer)]
+    partial.write_text("".join(lines) + lines[0][:40])  # the last line was cut by a crash
+    merge_profiles(tmp_path, partial)
+    merged = list(iter_profiles(tmp_path))
+    assert [(p.id, p.document_tokens) for p in merged] == [
+        ("d0", old[0].document_tokens),
+        ("d1", 1),
+        ("d2", old[2].document_tokens),
+        ("d3", 3),
+    ]
+    assert merged[0] == old[0] and merged[1] == redone
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    assert (tmp_path / PROFILE_FILE).read_text().endswith("\n")
+
+
 def test_baseline_round_trip(tmp_path: Path) -> None:
     """A baseline is saved as NAME.json and read back unchanged, one reference per task@version."""
     baseline = build_baseline("docs-v1", _profiles(PYTHON, 8), "out/week1")
@@ -196,7 +253,6 @@ def test_drift_commands_build_a_baseline_and_check_a_job(tmp_path: Path) -> None
     from click.testing import CliRunner
 
     from mapreduce_llm.cli import cli
-    from mapreduce_llm.drift import write_profiles
 
     write_profiles(tmp_path / "week1", _profiles(PYTHON, 30, seed=1))
     write_profiles(tmp_path / "week2", _profiles(PYTHON, 30, seed=2))
