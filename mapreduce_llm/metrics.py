@@ -8,7 +8,9 @@ while a job runs; :func:`push_metrics` sends the final figures to a Pushgateway.
 
 With embeddings on (or a baseline given) the observer also embeds every planned document's chunks and its
 query in a worker thread, exports retrieval similarity, writes ``DIR/profile.jsonl`` at the end, and — with
-a baseline — sets one drift gauge per signal, task and version.
+a baseline — sets one drift gauge per signal, task and version. Its memory does not grow with the corpus: at
+most :data:`PROFILE_QUEUE` documents wait to be profiled, each profile is appended to
+``DIR/profile.partial.jsonl`` as it is made, drift is a running tally, and the final merge streams.
 """
 
 from __future__ import annotations
@@ -16,27 +18,30 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, push_to_gateway, start_http_server
 
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.drift import (
-    PROFILE_FILE,
+    PROFILE_PARTIAL_FILE,
     Baseline,
     DocumentProfile,
-    job_drift,
+    DriftTally,
+    merge_profiles,
     profile_document,
     prompt_classes,
     top_k,
-    write_profiles,
 )
 from mapreduce_llm.embeddings import Embedder, TextEmbedder
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.planning import DocumentPlan
 from mapreduce_llm.prompts import PromptRef
 from mapreduce_llm.results import DocumentResult, JobSummary
@@ -55,6 +60,10 @@ LOW_SIMILARITY = 0.2
 """Default top-1 similarity below which a document's retrieval counts as low (MiniLM cosine; unrelated
 texts score around 0–0.15, a question and the passage that answers it usually above 0.4)."""
 TOP_K = 3
+PROFILE_QUEUE = 32
+"""Documents waiting to be profiled at most. When the worker thread falls this far behind, the job waits for
+it (the plans of queued documents, token ids and all, are what the queue holds). Embedding a document
+takes about as long as mapping one chunk on CPU, so the job rarely waits."""
 
 
 class JobMetrics:
@@ -219,7 +228,8 @@ class MetricsObserver:
     ``embedder``: embed chunks and queries (retrieval similarity, topics, profile.jsonl); ``baseline``: the
     reference whose topics name the prompt classes and against which drift is scored at the end.
     ``output_dir``: where ``profile.jsonl`` goes (needs ``embedder`` or ``baseline`` to be useful, but is
-    written whenever given). Embedding runs in one worker thread so that the event loop keeps feeding the engine.
+    written whenever given). Embedding runs in one worker thread so that the event loop keeps feeding the engine;
+    ``queue_size`` bounds the documents waiting for it (:data:`PROFILE_QUEUE`).
     """
 
     def __init__(
@@ -231,17 +241,26 @@ class MetricsObserver:
         output_dir: Path | None = None,
         labels: Mapping[tuple[str, str], list[str]] | None = None,
         low_similarity: float = LOW_SIMILARITY,
+        queue_size: int = PROFILE_QUEUE,
     ) -> None:
+        if queue_size < 1:
+            raise ConfigError(
+                f"queue_size must be at least 1, got {queue_size}", parameter="queue_size", value=queue_size
+            )
         self.metrics = metrics or JobMetrics()
         self.embedder = embedder
         self.baseline = baseline
         self.output_dir = output_dir
         self.low_similarity = low_similarity
-        self.profiles: list[DocumentProfile] = []
+        self.queue_size = queue_size
+        self.profiled = 0
+        """Profiles made by this run."""
         self.drift: dict[str, dict[str, float]] = {}
+        self._tally = DriftTally(baseline) if baseline is not None else None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile")
-        self._pending: list[Future[None]] = []
+        self._pending: deque[Future[None]] = deque()
+        self._partial: TextIO | None = None
         self.finished = False
         """True once ``job_done`` ran: the figures are final."""
         self.metrics.job_running.set(1)
@@ -265,7 +284,11 @@ class MetricsObserver:
         m.request_seconds.labels(stage, task, version).observe(output.seconds)
 
     def document_done(self, result: DocumentResult, plan: DocumentPlan | None) -> None:
-        """Count one document; profile it (in the worker thread) when it was planned."""
+        """Count one document; profile it (in the worker thread) when it was planned.
+
+        Called on the job's event loop: when ``queue_size`` documents already wait to be profiled, it blocks
+        until the oldest is done. A failure of the worker thread is raised here (or at ``job_done``).
+        """
         m = self.metrics
         task, version = (result.prompt.name, result.prompt.version) if result.prompt else ("unknown", "unknown")
         m.documents.labels(task, version, result.status).inc()
@@ -281,8 +304,15 @@ class MetricsObserver:
                 m.confidence.labels(task, version).observe(math.exp(result.mean_logprob))
             self._answers(result, task, version)
         if plan is not None:
+            self._make_room()
             similarities = result.retrieval.similarities if result.retrieval is not None else None
             self._pending.append(self._pool.submit(self._profile, plan, result.mean_logprob, similarities))
+
+    def _make_room(self) -> None:
+        """Forget profiling jobs that are done (a finished future holds no plan) and wait for the oldest while
+        the queue is full; one worker finishes them in order. ``result()`` re-raises a worker failure."""
+        while self._pending and (self._pending[0].done() or len(self._pending) >= self.queue_size):
+            self._pending.popleft().result()
 
     def _answers(self, result: DocumentResult, task: str, version: str) -> None:
         """Retrieval similarity per chunk, structured answers' fates and re-retrieval of one document."""
@@ -315,26 +345,53 @@ class MetricsObserver:
             quality = "low" if best < self.low_similarity else "ok"
             query = "question" if plan.document.question else "instruction"
             m.retrievals.labels(task, version, query, quality).inc()
+        self.add_profile(profile)
+
+    def drain(self) -> None:
+        """Wait until every queued document is profiled; re-raises a failure of the worker thread."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def add_profile(self, profile: DocumentProfile) -> None:
+        """Keep one document's profile: append it to the partial profile file, count it towards drift."""
         with self._lock:
-            self.profiles.append(profile)
+            self.profiled += 1
+            if self._tally is not None:
+                self._tally.add(profile)
+            if self.output_dir is not None:
+                if self._partial is None:
+                    self.output_dir.mkdir(parents=True, exist_ok=True)
+                    # Appends: the profiles of an interrupted run are merged by the run that completes it.
+                    self._partial = (self.output_dir / PROFILE_PARTIAL_FILE).open("a", encoding="utf-8")
+                self._partial.write(profile.model_dump_json() + "\n")
+                self._partial.flush()
 
     def job_done(self, summary: JobSummary) -> None:
-        """Finish profiling, score drift, write profile.jsonl and set the job gauges."""
+        """Finish profiling, score drift, write profile.jsonl and set the job gauges.
+
+        A failure of the worker thread is re-raised here, after the profiles made are flushed to the partial
+        file (the rerun merges them), not silently dropped.
+        """
         try:
-            for future in self._pending:
-                future.result()  # re-raise a failure of the worker thread here, not silently
+            self.drain()
         finally:
             self._pool.shutdown(wait=True)
+            self._pending.clear()
+            if self._partial is not None:
+                self._partial.close()
+                self._partial = None
         m = self.metrics
-        if self.baseline is not None:
-            self.drift = job_drift(self.baseline, self.profiles)
+        if self._tally is not None and self.baseline is not None:
+            self.drift = self._tally.scores()
             for key, scores in self.drift.items():
                 task, _, version = key.partition("@")
                 for signal, score in scores.items():
                     m.drift.labels(signal, task, version).set(score)
             log.info("job.drift", baseline=self.baseline.name, scores=self.drift)
-        if self.output_dir is not None and self.profiles:
-            self._write_profiles()
+        partial = self.output_dir / PROFILE_PARTIAL_FILE if self.output_dir is not None else None
+        if partial is not None and partial.is_file():
+            merge_profiles(partial.parent, partial)
+            partial.unlink()
         m.job_seconds.set(summary.seconds)
         m.job_documents.labels("ok").set(summary.ok)
         m.job_documents.labels("error").set(summary.errors)
@@ -342,22 +399,6 @@ class MetricsObserver:
             m.last_success.set(summary.finished_at)
         m.job_running.set(0)
         self.finished = True
-
-    def _write_profiles(self) -> None:
-        """Merge this run's profiles into profile.jsonl (a rerun replaces the profiles of documents it redid)."""
-        assert self.output_dir is not None
-        merged: dict[str, DocumentProfile] = {}
-        path = self.output_dir / PROFILE_FILE
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    old = DocumentProfile.model_validate_json(line)
-                except ValueError:
-                    continue
-                merged[old.id] = old
-        for p in self.profiles:
-            merged[p.id] = p
-        write_profiles(self.output_dir, merged.values())
 
 
 @contextmanager

@@ -7,6 +7,7 @@ import http.server
 import json
 import math
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +15,15 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mapreduce_llm.config import JobSpec
-from mapreduce_llm.drift import PROFILE_FILE, build_baseline, read_profiles
+from mapreduce_llm.config import ChunkingConfig, JobSpec
+from mapreduce_llm.documents import Document
+from mapreduce_llm.drift import PROFILE_FILE, PROFILE_PARTIAL_FILE, build_baseline, job_drift, read_profiles
+from mapreduce_llm.embeddings import Vectors
 from mapreduce_llm.metrics import JobMetrics, MetricsObserver, push_metrics, serve_metrics
 from mapreduce_llm.pipeline import Job
+from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.registry import select_prompts
-from mapreduce_llm.results import JobSummary
+from mapreduce_llm.results import DocumentResult, JobSummary, PromptInfo
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 from tests.fake_embeddings import FakeEmbedder
@@ -128,7 +132,7 @@ def test_profiles_are_written_and_make_a_baseline(observed: tuple[MetricsObserve
     baseline = build_baseline("b", profiles, "out")
     rerun = MetricsObserver(embedder=FakeEmbedder(), baseline=baseline)
     for p in profiles:
-        rerun.profiles.append(p)
+        rerun.add_profile(p)
     rerun.job_done(JobSummary.model_validate({**_summary_fields(), "status": "completed"}))
     assert rerun.drift["summarize@1.0.0"]["embedding_centroid"] == pytest.approx(0.0, abs=1e-6)
     assert rerun.metrics.registry.get_sample_value(
@@ -160,6 +164,115 @@ def test_a_rerun_merges_profiles(tmp_path: Path, tokenizer: HFTokenizer, corpus_
         _job(tmp_path, tokenizer, corpus_text, observer)
     lines = (tmp_path / "out" / PROFILE_FILE).read_text().splitlines()
     assert len(lines) == 2
+
+
+def _planned(tokenizer: HFTokenizer, n: int) -> list[tuple[DocumentResult, DocumentPlan]]:
+    """``n`` small planned documents and their ok results, as a job hands them to its observer."""
+    prompt = select_prompts("summarize@1.0.0", PROMPTS).base
+    out = []
+    for i in range(n):
+        doc = Document(id=f"d{i}", text=f"Document {i} says Ray runs Python code on a cluster.", source=f"d{i}")
+        plan = plan_document(doc, prompt, tokenizer, 1024, ChunkingConfig(), 64)
+        result = DocumentResult(id=doc.id, status="ok", prompt=PromptInfo(name="summarize", version="1.0.0"), chunks=1)
+        out.append((result, plan))
+    return out
+
+
+class GatedEmbedder(FakeEmbedder):
+    """Embeds only once ``gate`` is set (a slow worker); ``fail`` makes every call raise instead."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.fail = fail
+
+    def embed(self, texts: list[str]) -> Vectors:
+        if self.fail:
+            raise RuntimeError("embedding model crashed")
+        assert self.gate.wait(30), "the test never opened the gate"
+        return super().embed(texts)
+
+
+def test_profiling_queue_is_bounded(tokenizer: HFTokenizer, tmp_path: Path) -> None:
+    """With ``queue_size`` documents waiting for a slow worker, document_done waits for the oldest to finish."""
+    embedder = GatedEmbedder()
+    observer = MetricsObserver(embedder=embedder, output_dir=tmp_path, queue_size=2)
+    returned = []
+
+    def feed() -> None:
+        for result, plan in _planned(tokenizer, 3):
+            observer.document_done(result, plan)
+            returned.append(result.id)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    deadline = time.monotonic() + 30
+    while len(returned) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert returned == ["d0", "d1"]  # the third waits: two documents are queued and none is profiled
+    embedder.gate.set()
+    feeder.join(timeout=30)
+    assert returned == ["d0", "d1", "d2"]
+    observer.job_done(JobSummary.model_validate({**_summary_fields(), "status": "completed"}))
+    assert observer.profiled == 3
+    assert [p.id for p in read_profiles(tmp_path)] == ["d0", "d1", "d2"]
+
+
+def test_a_worker_failure_is_raised_not_swallowed(tokenizer: HFTokenizer) -> None:
+    """A profiling failure surfaces in the job: at the next document that waits for it, or at job_done."""
+    (first, first_plan), (second, second_plan) = _planned(tokenizer, 2)
+    observer = MetricsObserver(embedder=GatedEmbedder(fail=True), queue_size=1)
+    observer.document_done(first, first_plan)
+    with pytest.raises(RuntimeError, match="embedding model crashed"):
+        observer.document_done(second, second_plan)  # waits for the first, which failed
+    observer = MetricsObserver(embedder=GatedEmbedder(fail=True))
+    observer.document_done(first, first_plan)
+    with pytest.raises(RuntimeError, match="embedding model crashed"):
+        observer.job_done(JobSummary.model_validate({**_summary_fields(), "status": "completed"}))
+
+
+def test_profiles_stream_to_a_partial_file(tokenizer: HFTokenizer, tmp_path: Path) -> None:
+    """Each profile is on disk as soon as it is made; job_done merges them into profile.jsonl."""
+    observer = MetricsObserver(embedder=FakeEmbedder(), output_dir=tmp_path)
+    for result, plan in _planned(tokenizer, 2):
+        observer.document_done(result, plan)
+    observer.drain()
+    assert len((tmp_path / PROFILE_PARTIAL_FILE).read_text().splitlines()) == 2
+    assert not (tmp_path / PROFILE_FILE).exists()
+    observer.job_done(JobSummary.model_validate({**_summary_fields(), "status": "completed"}))
+    assert [p.id for p in read_profiles(tmp_path)] == ["d0", "d1"]
+    assert not (tmp_path / PROFILE_PARTIAL_FILE).exists()
+
+
+def test_profiles_of_an_interrupted_run_are_merged_by_the_rerun(tokenizer: HFTokenizer, tmp_path: Path) -> None:
+    """A run killed before job_done leaves its profiles in the partial file; the run that completes it keeps
+    them (its documents are resumed, not profiled again)."""
+    (first, first_plan), (second, second_plan) = _planned(tokenizer, 2)
+    killed = MetricsObserver(embedder=FakeEmbedder(), output_dir=tmp_path)
+    killed.document_done(first, first_plan)
+    killed.drain()
+    rerun = MetricsObserver(embedder=FakeEmbedder(), output_dir=tmp_path)
+    rerun.document_done(second, second_plan)
+    rerun.job_done(JobSummary.model_validate({**_summary_fields(), "status": "completed"}))
+    assert [p.id for p in read_profiles(tmp_path)] == ["d0", "d1"]
+
+
+def test_job_drift_is_the_drift_of_the_profiles_written(
+    observed: tuple[MetricsObserver, JobSummary], tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str
+) -> None:
+    """The drift a job computes on the fly equals drift scored afterwards from its profile.jsonl."""
+    baseline = build_baseline("b", read_profiles(tmp_path / "out"), "out")
+    (tmp_path / "again").mkdir()
+    observer = MetricsObserver(embedder=FakeEmbedder(), baseline=baseline, output_dir=tmp_path / "again" / "out")
+    _job(tmp_path / "again", tokenizer, corpus_text[5000:], observer)
+    assert observer.drift == job_drift(baseline, read_profiles(tmp_path / "again" / "out"))
+    assert set(observer.drift["summarize@1.0.0"]) == {
+        "document_length",
+        "prompt_class",
+        "embedding_centroid",
+        "retrieval_similarity",
+    }
 
 
 def test_failed_job_is_not_a_success() -> None:
