@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from mapreduce_llm.config import JobSpec
+from mapreduce_llm.documents import input_kind, walk_folder
 from mapreduce_llm.errors import MapReduceError
 from mapreduce_llm.prompts import default_prompts_dir
 from mapreduce_llm.registry import select_prompts
@@ -105,12 +106,7 @@ def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> di
     data["prompts_dir"] = "prompts"
     data["job_id"] = spec.resolved_job_id
     if upload_input and spec.input.exists():
-        target = folder / "input" / spec.input.name
-        if spec.input.is_dir():
-            shutil.copytree(spec.input, target, ignore=shutil.ignore_patterns(".*"))
-        else:
-            target.parent.mkdir()
-            shutil.copy2(spec.input, target)
+        upload_input_files(spec.input, folder / "input", follow_symlinks=_follow_symlinks(spec))
         data["input"] = f"input/{spec.input.name}"
     (folder / "spec.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return {
@@ -121,6 +117,40 @@ def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> di
         "output": str(spec.output),
         "mapreduce_llm_version": version("mapreduce-llm"),
     }
+
+
+def _follow_symlinks(spec: JobSpec) -> bool:
+    # JobSpec.follow_symlinks is added in config.py by a separate change; until then links are never followed.
+    return bool(getattr(spec, "follow_symlinks", False))
+
+
+def upload_input_files(source: Path, into: Path, *, follow_symlinks: bool = False) -> Path:
+    """Copy the input into ``into`` as the reader would read it here; returns the copy's path.
+
+    A JSONL or text file is copied as it is. Of a folder, exactly the files the reader would open are copied,
+    with their relative paths (the reader's own folder walk decides): no hidden files, no FIFOs, sockets or
+    devices, no symbolic link leaving the folder nor what it points to — unless ``follow_symlinks``, when the
+    target's content is copied under the link's name. The copy holds regular files only, so the cluster reads
+    the same documents whatever its own settings. Entries that would only become error records here
+    (``unsupported_file``, ``symlink``, ``not_a_regular_file``, ``unreadable``) are left out, so a cluster run
+    has no record for them. Raises ConfigError when the input is not a regular file or folder.
+    """
+    target = into / source.name
+    into.mkdir(parents=True, exist_ok=True)
+    if input_kind(source) != "folder":
+        shutil.copy2(source, target)
+        return target
+    target.mkdir()
+    for entry in walk_folder(source, follow_symlinks=follow_symlinks):
+        if entry.read_from is None:
+            continue
+        dest = target / entry.relative
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copy2(entry.read_from, dest)
+        except OSError:
+            continue  # vanished or unreadable since it was listed: here it would be an `unreadable` record
+    return target
 
 
 def submit(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,16 @@ from click.testing import CliRunner
 
 from mapreduce_llm.cli import cli
 from mapreduce_llm.config import build_spec
-from mapreduce_llm.submission import ENTRYPOINT, SubmissionError, auth_token, job_info, package_job
+from mapreduce_llm.documents import Document, read_documents
+from mapreduce_llm.errors import ConfigError
+from mapreduce_llm.submission import (
+    ENTRYPOINT,
+    SubmissionError,
+    auth_token,
+    job_info,
+    package_job,
+    upload_input_files,
+)
 from tests.conftest import PROMPTS
 
 
@@ -29,6 +39,72 @@ def test_job_folder_carries_spec_prompts_and_input(tmp_path: Path) -> None:
     assert written["output"] == "/data/out" and written["job_id"] == "out"
     assert metadata["task"] == "qa" and metadata["prompt_versions"] == "1.0.0" and metadata["job_id"] == "out"
     assert ENTRYPOINT.startswith("mapreduce-llm run spec.yaml")
+
+
+def _folder_with_links(tmp_path: Path) -> Path:
+    src = tmp_path / "docs"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha")
+    (src / "sub" / "b.md").write_text("beta")
+    (src / ".hidden.txt").write_text("hidden")
+    (src / "inside.txt").symlink_to("a.txt")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("SECRET")
+    (src / "to_file.txt").symlink_to(outside / "secret.txt")
+    (src / "to_dir").symlink_to(outside)
+    os.mkfifo(src / "pipe.txt")
+    return src
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _documents(path: Path, *, follow_symlinks: bool = False) -> dict[str, str]:
+    items = read_documents(path, 10_000, follow_symlinks=follow_symlinks)
+    return {item.id: item.text for item in items if isinstance(item, Document)}
+
+
+@pytest.mark.timeout(10)
+def test_upload_holds_exactly_the_files_the_reader_reads(tmp_path: Path) -> None:
+    """The uploaded input has the documents a local run reads, as regular files: no link leaving the folder
+    nor what it points to, no FIFO, no hidden file; the cluster reads the same documents from it."""
+    src = _folder_with_links(tmp_path)
+    spec = build_spec({"input": src, "output": "/data/out", "prompts_dir": PROMPTS})
+    folder = tmp_path / "job"
+    folder.mkdir()
+    package_job(spec, folder)
+    uploaded = folder / "input" / "docs"
+    assert _files(uploaded) == {"a.txt": b"alpha", "inside.txt": b"alpha", "sub/b.md": b"beta"}
+    assert not any(p.is_symlink() for p in uploaded.rglob("*"))
+    assert all(b"SECRET" not in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    assert _documents(uploaded) == _documents(src)
+
+
+@pytest.mark.timeout(10)
+def test_upload_with_follow_symlinks_copies_link_targets(tmp_path: Path) -> None:
+    """With follow_symlinks the targets' content is uploaded under the links' names, as regular files."""
+    src = _folder_with_links(tmp_path)
+    uploaded = upload_input_files(src, tmp_path / "job" / "input", follow_symlinks=True)
+    assert _files(uploaded) == {
+        "a.txt": b"alpha",
+        "inside.txt": b"alpha",
+        "sub/b.md": b"beta",
+        "to_file.txt": b"SECRET",
+        "to_dir/secret.txt": b"SECRET",
+    }
+    assert _documents(uploaded) == _documents(src, follow_symlinks=True)
+
+
+@pytest.mark.timeout(10)
+def test_a_fifo_input_is_refused_before_upload(tmp_path: Path) -> None:
+    """A FIFO given as the input is a ConfigError at packaging time, not a copy that blocks."""
+    os.mkfifo(tmp_path / "in.jsonl")
+    spec = build_spec({"input": tmp_path / "in.jsonl", "output": "/data/out", "prompts_dir": PROMPTS})
+    (tmp_path / "job").mkdir()
+    with pytest.raises(ConfigError, match="is a FIFO"):
+        package_job(spec, tmp_path / "job")
 
 
 def test_input_on_the_cluster_is_left_as_a_path(tmp_path: Path) -> None:
