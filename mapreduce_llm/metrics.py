@@ -62,8 +62,9 @@ texts score around 0–0.15, a question and the passage that answers it usually 
 TOP_K = 3
 PROFILE_QUEUE = 32
 """Documents waiting to be profiled at most. When the worker thread falls this far behind, the job waits for
-it (the plans of queued documents, token ids and all, are what the queue holds). Embedding a document
-takes about as long as mapping one chunk on CPU, so the job rarely waits."""
+it (the plans of queued documents, token ids and all, are what the queue holds). Embedding a document's
+chunks is much quicker than generating its outputs, so a job should rarely wait; the bound matters when
+the engine outpaces the embedder (or the embedder stalls)."""
 
 
 class JobMetrics:
