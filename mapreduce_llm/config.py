@@ -37,9 +37,13 @@ class EngineConfig(_Strict):
     """``openai`` only: local folder with the served model's tokenizer files, for exact token counts, or
     ``tiktoken`` (cl100k_base) for OpenAI-family models. None: the embedded model's tokenizer."""
     http_retries: Annotated[int, Field(ge=0, le=20)] = 6
-    """``openai`` only: retries of a request answered 429 or 5xx or timed out, with exponential backoff."""
+    """``openai`` only: retries of one request that failed transiently — answered 429 or 5xx, connection lost,
+    or no token for ``request_timeout_s`` — and of the model listing at start; then the document gets an
+    ``engine_request`` error record. Delays as for ``request_retries``."""
     http_timeout_s: Annotated[float, Field(gt=0)] = 600
-    """``openai`` only: seconds to wait for one completion before retrying it."""
+    """``openai`` only: seconds to wait for the model listing at start, and for the server to take a request
+    (connect, send). Completions are streamed: a long answer is never cut by this, ``request_timeout_s``
+    abandons one that stops producing tokens."""
     served_model_name: str | None = None
     """Name recorded in results. Default: the model folder's name."""
     max_model_len: Annotated[int, Field(ge=256)] = 2048
@@ -73,15 +77,36 @@ class EngineConfig(_Strict):
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600
     """How long to wait for an engine to load its model before failing the job."""
     request_timeout_s: Annotated[float, Field(gt=0)] = 900
-    """A request the engine has not finished this long after it started is cancelled and retried (time
-    waiting for a free slot under max_concurrent_requests does not count)."""
+    """A request is abandoned (cancelled in the engine) and retried when the engine serving it — its vLLM
+    replica, or the OpenAI-compatible server's streams to this job — has produced no token for this long.
+    It measures a stopped engine, not a slow request: time queued or batched behind other requests while the
+    engine produces theirs does not count, however long the request takes. Checked every
+    min(request_timeout_s / 4, 5 s)."""
     request_retries: Annotated[int, Field(ge=0, le=10)] = 2
-    """Retries of a request that timed out or hit an engine error, with exponential backoff; then the
-    document gets an error record."""
+    """``vllm`` only: retries of one request that failed transiently (an engine error, or no token for
+    ``request_timeout_s``); then the document gets an ``engine_request`` error record, while the others go on.
+    Rejected requests are not retried."""
+    retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    """Delay before the first retry of a request; it doubles at each further retry, plus a random jitter of up
+    to this much, so that requests that failed together do not come back together."""
+    retry_backoff_max_s: Annotated[float, Field(ge=0)] = 30
+    """Longest delay between two attempts of one request (before jitter). So a request whose engine has stopped
+    ends within (retries + 1) × request_timeout_s + retries × (this + retry_backoff_s), or sooner when the
+    circuit breaker trips."""
+    circuit_breaker_failures: Annotated[int, Field(ge=1)] = 8
+    """Failed engine attempts in a row — engine errors, HTTP 5xx, lost connections, no token for
+    ``request_timeout_s``; no request succeeded in between — after which the job stops sending and fails with
+    an EngineError, keeping the documents already finished (a rerun resumes). Rejected requests and HTTP 429
+    (the server asks to be called later) neither count nor reset the count."""
     max_restarts: Annotated[int, Field(ge=0)] = 3
     """Times Ray restarts a crashed engine actor; requests in flight on it are retried after the restart."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments forwarded to vLLM's ``AsyncEngineArgs`` as they are."""
+
+    @property
+    def retries(self) -> int:
+        """Retries of one request on this backend: ``http_retries`` (openai) or ``request_retries`` (vllm)."""
+        return self.http_retries if self.backend == "openai" else self.request_retries
 
     @model_validator(mode="after")
     def _gpus_cover_tensor_parallel(self) -> EngineConfig:

@@ -19,7 +19,6 @@ writing what was finished.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import time
 from collections import Counter
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from mapreduce_llm.answers import (
     AnswerRecord,
@@ -44,12 +42,13 @@ from mapreduce_llm.answers import (
     span_confidence,
     value_span,
 )
-from mapreduce_llm.cache import RequestCache, prompt_hash, request_key
+from mapreduce_llm.cache import RequestCache
 from mapreduce_llm.calibration import ModelCalibration, load_calibration
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import Document, read_documents
 from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
 from mapreduce_llm.engines.base import Engine, EngineOutput, EngineRequest, StageName
+from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.errors import BudgetError, DocumentError, EngineError, RequestError
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptRef
@@ -193,7 +192,8 @@ class Job:
     """One run of a :class:`JobSpec` against an engine.
 
     ``prompts`` decides each document's prompt version (pinned, labelled or a sticky rollout); a plain
-    :class:`PromptRef` runs that one version for every document.
+    :class:`PromptRef` runs that one version for every document. ``client`` makes every engine call (default:
+    an :class:`EngineClient` built from ``spec.engine`` that reports to ``observer``).
     """
 
     def __init__(
@@ -205,6 +205,7 @@ class Job:
         on_result: Callable[[DocumentResult], None] | None = None,
         observer: JobObserver | None = None,
         embedder: TextEmbedder | None = None,
+        client: EngineClient | None = None,
     ) -> None:
         self.spec = spec
         self.prompts = prompts if isinstance(prompts, PromptSelection) else PromptSelection(prompts.ref, prompts)
@@ -213,15 +214,10 @@ class Job:
         self.on_result = on_result or (lambda _r: None)
         self.observer: JobObserver = observer or _NoObserver()
         self.job_id = spec.resolved_job_id
-        self._ids = itertools.count()
-        self._prompt_hashes: dict[str, str] = {}
+        self.client = client or EngineClient(engine, spec.engine, job_id=self.job_id, observer=self.observer)
+        """Every engine call goes through it: cache, progress timeout, retries, circuit breaker."""
         self._calibrations: dict[str, ModelCalibration | None] = {}
         self._embedder = embedder
-        self.cache: RequestCache | None = None
-        self.requests_sent = 0
-        self.requests_from_cache = 0
-        self.retry_backoff_s = 1.0
-        """First retry delay; doubles per attempt (tests lower it)."""
         self.log = log.bind(job_id=self.job_id, prompt=self.prompts.reference)
 
     @property
@@ -265,58 +261,44 @@ class Job:
                 f"internal error: a {stage} request of {len(ids)} tokens + {params.reserve} reserved exceeds "
                 f"max_model_len {plan.max_model_len} for document {plan.document.id!r}; please report it"
             )
-        request = EngineRequest(
-            request_id=f"{self.job_id}:{next(self._ids)}:{stage}",
-            prompt_token_ids=ids,
+        request = self.client.request(
+            stage,
+            ids,
             max_tokens=params.reserve,
-            stage=stage,
             temperature=params.temperature,
             top_p=params.top_p,
             repetition_penalty=params.repetition_penalty,
-            seed=self.spec.engine.seed,
-            timeout_s=self.spec.engine.request_timeout_s,
             json_schema=json_schema,
         )
-        key = request_key(request, self._prompt_hash(prompt), self.engine.info.model)
-        cached = self.cache.get(key) if self.cache is not None else None
-        if cached is not None:
-            self.requests_from_cache += 1
-            acct.add(stage, cached, from_cache=True)
-            return cached
         try:
-            out = await self._generate(request)
+            reply = await self.client.generate(request, prompt)
         except RequestError as exc:
-            self.observer.request_done(prompt, request, None)
             raise DocumentError(
                 f"{plan.document.source}: a {stage} request failed: {exc}",
                 document_id=plan.document.id,
                 code="engine_request",
             ) from None
-        if self.cache is not None:
-            self.cache.put(key, out)
-        acct.add(stage, out)
-        self.observer.request_done(prompt, request, out)
-        return out
+        acct.add(stage, reply.output, from_cache=reply.from_cache)
+        return reply.output
 
-    async def _generate(self, request: EngineRequest) -> EngineOutput:
-        """One request with bounded retries (exponential backoff) on transient failures, timeouts included."""
-        cfg = self.spec.engine
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(cfg.request_retries + 1),
-            wait=wait_exponential(multiplier=self.retry_backoff_s, max=30),
-            retry=retry_if_exception(lambda exc: isinstance(exc, RequestError) and exc.transient),
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                self.requests_sent += 1
-                return await self.engine.generate(request)
-        raise AssertionError("unreachable: tenacity re-raises the last error")
+    @property
+    def cache(self) -> RequestCache | None:
+        """The client's output cache (set by :meth:`run` from ``spec.cache`` when none was given)."""
+        return self.client.cache
 
-    def _prompt_hash(self, prompt: PromptRef) -> str:
-        if prompt.ref not in self._prompt_hashes:
-            self._prompt_hashes[prompt.ref] = prompt_hash(prompt.file)
-        return self._prompt_hashes[prompt.ref]
+    @cache.setter
+    def cache(self, cache: RequestCache | None) -> None:
+        self.client.cache = cache
+
+    @property
+    def requests_sent(self) -> int:
+        """Engine attempts so far (retries included)."""
+        return self.client.requests_sent
+
+    @property
+    def requests_from_cache(self) -> int:
+        """Engine calls answered by the output cache so far."""
+        return self.client.requests_from_cache
 
     def _partial(self, out: EngineOutput, sources: tuple[SourceSpan, ...]) -> Partial:
         text = out.text.strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
@@ -17,7 +18,8 @@ class FakeEngine:
     ``max_tokens``, the worst case for the reduce tree). Every token gets logprob ``logprob`` (a number, or a
     function of the request and the answer text). Answers are cut to ``max_tokens`` tokens, as vLLM does.
     Every request is kept in ``requests``; a request over the context is recorded in ``violations`` and
-    rejected with RequestError, as vLLM rejects it.
+    rejected with RequestError, as vLLM rejects it. ``tokens`` counts the tokens answered so far
+    (:meth:`progress`).
     """
 
     def __init__(
@@ -33,6 +35,7 @@ class FakeEngine:
         self.logprob = logprob
         self.requests: list[EngineRequest] = []
         self.violations: list[EngineRequest] = []
+        self.tokens = 0
         self._info = EngineInfo(model="fake-model", max_model_len=max_model_len, replicas=1)
 
     @property
@@ -40,10 +43,10 @@ class FakeEngine:
         return self._info
 
     async def generate(self, request: EngineRequest) -> EngineOutput:
-        try:
-            return await asyncio.wait_for(self._answer(request), request.timeout_s)
-        except TimeoutError:
-            raise RequestError(f"no answer within {request.timeout_s}s", transient=True) from None
+        return await self._answer(request)
+
+    async def progress(self, request_id: str) -> int:
+        return self.tokens
 
     async def _answer(self, request: EngineRequest) -> EngineOutput:
         self.requests.append(request)
@@ -55,6 +58,7 @@ class FakeEngine:
         text = self.tokenizer.decode(ids)
         logprob = self.logprob(request, text) if callable(self.logprob) else self.logprob
         tokens = tuple(self.tokenizer.decode([i]) for i in ids)
+        self.tokens += len(ids)
         return EngineOutput(
             request_id=request.request_id,
             text=text,
@@ -69,3 +73,76 @@ class FakeEngine:
 
     def stages(self) -> list[str]:
         return [r.stage for r in self.requests]
+
+
+class SharedEngine(FakeEngine):
+    """Continuous batching on a slow engine: one token every ``step_s`` for the whole engine, given in turn to
+    the requests in flight, and ``tokens_per_request`` tokens per request. So the more requests share the
+    engine, the longer each takes, while the engine's token count (:meth:`progress`) keeps rising.
+
+    Records when each request arrived and finished (``latency``) and the most requests in flight at once.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, step_s: float, tokens_per_request: int, max_model_len: int = 2048) -> None:
+        super().__init__(tokenizer, max_model_len=max_model_len)
+        self.step_s = step_s
+        self.tokens_per_request = tokens_per_request
+        self.latency: dict[str, float] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._turn: asyncio.Lock | None = None
+
+    async def _answer(self, request: EngineRequest) -> EngineOutput:
+        if self._turn is None:
+            self._turn = asyncio.Lock()  # FIFO: each token goes to the request that waited longest
+        started = time.perf_counter()
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            for _ in range(self.tokens_per_request):
+                async with self._turn:
+                    await asyncio.sleep(self.step_s)
+                    self.tokens += 1
+            return await super()._answer(request)
+        finally:
+            self.in_flight -= 1
+            self.latency[request.request_id] = time.perf_counter() - started
+
+
+class HungEngine(FakeEngine):
+    """Takes every request and never answers; its token count never moves. Records the cancelled calls."""
+
+    def __init__(self, tokenizer: Tokenizer, max_model_len: int = 2048) -> None:
+        super().__init__(tokenizer, max_model_len=max_model_len)
+        self.cancelled: list[tuple[str, float]] = []
+        """(request id, seconds from the call to its cancellation) of every abandoned call."""
+
+    async def _answer(self, request: EngineRequest) -> EngineOutput:
+        self.requests.append(request)
+        started = time.perf_counter()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append((request.request_id, time.perf_counter() - started))
+            raise
+        raise AssertionError("unreachable")
+
+
+class BrokenEngine(FakeEngine):
+    """Answers until it has answered a ``stage`` request, then fails every attempt with a transient error, like
+    an engine whose process died behind a live front end. ``failed`` counts the failed attempts."""
+
+    def __init__(self, tokenizer: Tokenizer, stage: str = "reduce", max_model_len: int = 2048) -> None:
+        super().__init__(tokenizer, max_model_len=max_model_len)
+        self.stage = stage
+        self.broken = False
+        self.failed = 0
+
+    async def _answer(self, request: EngineRequest) -> EngineOutput:
+        if self.broken:
+            self.failed += 1
+            await asyncio.sleep(0)
+            raise RequestError("engine core died", transient=True)
+        out = await super()._answer(request)
+        self.broken = request.stage == self.stage
+        return out

@@ -1,21 +1,29 @@
-"""Reliability with an engine double: the output cache, retries with backoff, timeouts, fatal engine errors."""
+"""Reliability with engine doubles: the output cache, retries with backoff, timeouts that measure a stopped
+engine (not a slow one), the circuit breaker, fatal engine errors, and a cache that cannot be used."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from mapreduce_llm.cache import RequestCache
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.errors import EngineError, RequestError
 from mapreduce_llm.pipeline import Job
 from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.results import DocumentResult
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
-from tests.fakes import FakeEngine
+from tests.fakes import BrokenEngine, FakeEngine, HungEngine, SharedEngine
 
 
 def _corpus(tmp_path: Path, n: int = 4) -> Path:
@@ -32,15 +40,13 @@ def _spec(tmp_path: Path, src: Path, **engine: object) -> JobSpec:
             "input": src,
             "output": tmp_path / "out",
             "prompts_dir": PROMPTS,
-            "engine": {"max_model_len": 1024, **engine},
+            "engine": {"max_model_len": 1024, "retry_backoff_s": 0.01, **engine},
         }
     )
 
 
 def _job(spec: JobSpec, engine: FakeEngine, tokenizer: HFTokenizer, prompt: str = "summarize") -> Job:
-    job = Job(spec, select_prompts(prompt, PROMPTS), tokenizer, engine)
-    job.retry_backoff_s = 0.01
-    return job
+    return Job(spec, select_prompts(prompt, PROMPTS), tokenizer, engine)
 
 
 class DyingEngine(FakeEngine):
@@ -114,7 +120,7 @@ def test_a_new_prompt_version_does_not_reuse_old_outputs(tmp_path: Path, tokeniz
 
 def test_transient_failures_are_retried(tmp_path: Path, tokenizer: HFTokenizer) -> None:
     """Each request failing twice still succeeds with two retries; every attempt is counted as sent."""
-    spec = _spec(tmp_path, _corpus(tmp_path, 1), request_retries=2)
+    spec = _spec(tmp_path, _corpus(tmp_path, 1), request_retries=2, circuit_breaker_failures=100)
     engine = FlakyEngine(tokenizer, failures=2)
     summary = asyncio.run(_job(spec, engine, tokenizer).run())
     assert summary.ok == 1 and summary.requests_sent == 3 * sum(summary.requests.values())
@@ -122,7 +128,7 @@ def test_transient_failures_are_retried(tmp_path: Path, tokenizer: HFTokenizer) 
 
 def test_retries_are_bounded_then_the_document_fails(tmp_path: Path, tokenizer: HFTokenizer) -> None:
     """When retries run out the document gets an engine_request error record; the job completes."""
-    spec = _spec(tmp_path, _corpus(tmp_path, 2), request_retries=1)
+    spec = _spec(tmp_path, _corpus(tmp_path, 2), request_retries=1, circuit_breaker_failures=100)
     engine = FlakyEngine(tokenizer, failures=5)
     summary = asyncio.run(_job(spec, engine, tokenizer).run())
     assert summary.status == "completed" and summary.errors == 2
@@ -140,10 +146,122 @@ def test_rejected_requests_are_not_retried(tmp_path: Path, tokenizer: HFTokenize
 
 def test_hung_requests_time_out_and_are_retried(tmp_path: Path, tokenizer: HFTokenizer) -> None:
     """A request with no answer within request_timeout_s is cancelled and retried."""
-    spec = _spec(tmp_path, _corpus(tmp_path, 1), request_timeout_s=0.2, request_retries=1)
+    spec = _spec(tmp_path, _corpus(tmp_path, 1), request_timeout_s=0.2, request_retries=1, circuit_breaker_failures=100)
     engine = FlakyEngine(tokenizer, failures=1, mode="hang")
     summary = asyncio.run(_job(spec, engine, tokenizer).run())
     assert summary.ok == 1 and summary.requests_sent == 2 * sum(summary.requests.values())
+
+
+def test_a_slow_engine_shared_by_64_requests_is_not_a_fault(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """66 map requests share a slow engine, so each takes several times request_timeout_s, but tokens keep
+    coming: every document completes and no request is sent twice."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 11), request_timeout_s=0.3)
+    engine = SharedEngine(tokenizer, step_s=0.002, tokens_per_request=8, max_model_len=1024)
+    summary = asyncio.run(_job(spec, engine, tokenizer).run())
+    assert summary.status == "completed" and summary.ok == 11
+    assert engine.max_in_flight >= 64
+    assert max(engine.latency.values()) > 3 * 0.3  # each request waited far longer than the timeout
+    sent = Counter(r.request_id for r in engine.requests)
+    assert max(sent.values()) == 1 and summary.requests_sent == len(engine.requests)
+
+
+def test_a_hung_engine_is_abandoned_after_the_timeout_then_the_document_fails(
+    tmp_path: Path, tokenizer: HFTokenizer
+) -> None:
+    """An engine that takes requests and produces nothing: each attempt is cancelled about request_timeout_s
+    after it was sent, retried, and then the document gets an engine_request error record."""
+    src = tmp_path / "one.txt"
+    src.write_text("A short document that fits in one chunk.")
+    spec = _spec(
+        tmp_path, src, request_timeout_s=0.2, request_retries=1, retry_backoff_s=0, circuit_breaker_failures=100
+    )
+    engine = HungEngine(tokenizer, max_model_len=1024)
+    started = time.perf_counter()
+    summary = asyncio.run(_job(spec, engine, tokenizer).run())
+    assert summary.status == "completed" and summary.errors_by_code == {"engine_request": 1}
+    assert [r.request_id for r in engine.requests] == [engine.requests[0].request_id] * 2  # one request, 2 attempts
+    assert len(engine.cancelled) == 2  # both attempts aborted in the engine
+    assert all(0.2 <= seconds < 0.2 + 0.05 + 0.3 for _, seconds in engine.cancelled)
+    assert time.perf_counter() - started < 3
+
+
+def test_a_request_that_always_fails_fails_only_its_document(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """Requests of one document fail on every attempt; the others' succeed in between, so the circuit breaker
+    stays closed: that document gets an engine_request error record, the others complete."""
+    src = tmp_path / "docs"
+    src.mkdir()
+    for name in ("a", "b", "poison", "c"):
+        (src / f"{name}.txt").write_text(f"Document {name}. " * 40)
+    poison = set(tokenizer.encode_data(" poison"))
+
+    class PoisonedEngine(FakeEngine):
+        async def _answer(self, request: EngineRequest) -> EngineOutput:
+            if poison & set(request.prompt_token_ids):
+                raise RequestError("engine error on this input", transient=True)
+            return await super()._answer(request)
+
+    spec = _spec(tmp_path, src, request_retries=2, circuit_breaker_failures=8)
+    summary = asyncio.run(_job(spec, PoisonedEngine(tokenizer, max_model_len=1024), tokenizer).run())
+    assert summary.status == "completed" and summary.ok == 3
+    assert summary.errors_by_code == {"engine_request": 1}
+
+
+def test_a_dead_engine_trips_the_circuit_breaker_and_keeps_finished_documents(
+    tmp_path: Path, tokenizer: HFTokenizer
+) -> None:
+    """The engine fails every attempt after the first document: the job fails with EngineError after
+    circuit_breaker_failures attempts in a row, in bounded time, with the first document kept."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 3), request_retries=10, circuit_breaker_failures=4)
+    spec = spec.model_copy(update={"limits": spec.limits.model_copy(update={"max_documents_in_flight": 1})})
+    engine = BrokenEngine(tokenizer, stage="reduce", max_model_len=1024)
+    finished: list[DocumentResult] = []
+    job = Job(spec, select_prompts("summarize", PROMPTS), tokenizer, engine, on_result=finished.append)
+    started = time.perf_counter()
+    with pytest.raises(EngineError, match=r"failed 4 attempts in a row.*engine core died.*circuit_breaker_failures"):
+        asyncio.run(job.run())
+    assert time.perf_counter() - started < 5
+    assert 4 <= engine.failed < 4 + 6  # stopped by the breaker, not by 11 attempts of each request
+    assert [(r.id, r.status) for r in finished] == [("d0.txt", "ok")]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["ok"] == 1 and "circuit_breaker_failures" in summary["fatal_error"]
+
+
+def test_a_corrupt_cache_file_is_a_warning_not_a_failure(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """cache.sqlite holds garbage: the job runs without the cache, says so once, and leaves the file alone."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 2))
+    cache = tmp_path / "out" / "cache.sqlite"
+    cache.parent.mkdir()
+    garbage = b"this is not a database \x00\xff" * 100
+    cache.write_bytes(garbage)
+    with capture_logs() as logs:
+        summary = asyncio.run(_job(spec, FakeEngine(tokenizer, max_model_len=1024), tokenizer).run())
+    assert summary.status == "completed" and summary.ok == 2 and summary.requests_from_cache == 0
+    warnings = [e for e in logs if e["event"] == "cache.unavailable"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning" and "not a database" in warnings[0]["error"]
+    assert cache.read_bytes() == garbage
+
+
+def test_a_locked_cache_is_a_warning_not_a_failure(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """Another process holds the cache's write lock for the whole job: the job completes without the cache."""
+    spec = _spec(tmp_path, _corpus(tmp_path, 2))
+    path = tmp_path / "out" / "cache.sqlite"
+    with RequestCache(path) as cache:
+        assert cache.get("warm-up") is None  # creates the database
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a writer that never commits
+    engine = FakeEngine(tokenizer, max_model_len=1024)
+    client = EngineClient(engine, spec.engine, job_id="locked", cache=RequestCache(path, busy_timeout_s=0.05))
+    try:
+        with capture_logs() as logs:
+            summary = asyncio.run(
+                Job(spec, select_prompts("summarize", PROMPTS), tokenizer, engine, client=client).run()
+            )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert summary.status == "completed" and summary.ok == 2
+    warnings = [e for e in logs if e["event"] == "cache.unavailable"]
+    assert len(warnings) == 1 and "locked" in warnings[0]["error"]
 
 
 def _stored(cache: Path) -> int:

@@ -1,13 +1,17 @@
 """The engine protocol: what the pipeline needs from any inference backend.
 
-A backend takes token-id requests and returns completions with token counts and logprobs. The pipeline
-only talks to this protocol; vLLM-in-Ray is the production backend, test doubles live under tests/.
+A backend takes token-id requests and returns completions with token counts and logprobs, and says how much
+work it has done (:meth:`Engine.progress`), so a caller can tell a slow engine from a stopped one. The pipeline
+only talks to this protocol, through :class:`~mapreduce_llm.engines.client.EngineClient`; vLLM-in-Ray is the
+production backend, test doubles live under tests/.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from mapreduce_llm.errors import RequestError
 
 StageName = Literal["map", "collapse", "reduce", "reretrieve"]
 """Stages of engine calls; ``reretrieve`` runs the map prompt over re-retrieved passages."""
@@ -26,7 +30,8 @@ class EngineRequest:
     repetition_penalty: float = 1.0
     seed: int | None = 0
     timeout_s: float | None = None
-    """Longest time the request may spend in the engine (not counting waiting for a free slot)."""
+    """Abandon the request when the engine serving it has produced no token for this long (None: the client's
+    ``engine.request_timeout_s``). Enforced by the client through :meth:`Engine.progress`, not by the engine."""
     json_schema: dict[str, Any] | None = None
     """Constrain the output to JSON matching this schema (vLLM structured outputs); None: free text."""
 
@@ -78,9 +83,28 @@ class Engine(Protocol):
         ...
 
     async def generate(self, request: EngineRequest) -> EngineOutput:
-        """Run one request to completion within ``request.timeout_s``.
+        """Run one request to completion, however long that takes; one attempt, no retries.
 
-        Raises RequestError for a request that fails alone — ``transient`` when a retry may succeed (timeout,
-        engine error), not when the engine rejects it — and EngineError when the engine itself is gone.
+        When the calling task is cancelled the request must be aborted in the engine too (the client cancels a
+        request whose engine makes no progress). Raises RequestError for a request that fails alone —
+        ``transient`` when a retry may succeed (engine error, dropped connection), not when the engine rejects
+        it; :class:`EngineBusy` when the engine asks to be called later — and EngineError when the engine itself
+        is gone.
         """
         ...
+
+    async def progress(self, request_id: str) -> int:
+        """A count of tokens processed by the engine instance serving ``request_id`` (any of its requests).
+
+        Cheap enough to call every few seconds per request in flight. It rises while that engine works, whether
+        on this request or on others batched or queued with it; a value that stays the same means nothing was
+        produced. Only changes are meaningful (a restarted engine may count from 0 again).
+        """
+        ...
+
+
+class EngineBusy(RequestError):
+    """The engine refused a request for now (HTTP 429): retried with backoff, but not an engine fault."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)

@@ -5,9 +5,14 @@ runs exactly the ids the planner counted (vLLM accepts token-id prompts there, a
 ``logprobs: 0`` returns the chosen tokens' logprobs, summed into ``cumulative_logprob``. A request with a
 JSON schema sends it as vLLM's ``structured_outputs`` extension.
 
-Concurrency is bounded by ``engine.max_concurrent_requests``; answers 429 and 5xx, timeouts and dropped
-connections are retried with exponential backoff and jitter (tenacity), at most ``engine.http_retries``
-times. The context length comes from the server's ``/models`` listing (vLLM reports ``max_model_len``).
+Completions are streamed (server-sent events, with the usage in a last event), and every token that arrives
+on any of this engine's streams counts as its progress (:meth:`OpenAIEngine.progress`): the engine client
+abandons a request only when the server has sent this job nothing for ``engine.request_timeout_s``, never
+because it is slow. Cancelling a call closes its connection, and vLLM aborts the request.
+
+Concurrency is bounded by ``engine.max_concurrent_requests``. One call is one attempt: the engine client
+retries answers 429 and 5xx and dropped connections (up to ``engine.http_retries`` times). The context
+length comes from the server's ``/models`` listing (vLLM reports ``max_model_len``), retried here.
 
 Use as an async context manager: the HTTP client and the server's model are set up on enter.
 """
@@ -15,6 +20,7 @@ Use as an async context manager: the HTTP client and the server's model are set 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from types import TracebackType
@@ -25,7 +31,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from mapreduce_llm.config import EngineConfig
-from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
+from mapreduce_llm.engines.base import EngineBusy, EngineInfo, EngineOutput, EngineRequest
 from mapreduce_llm.errors import EngineError, RequestError
 
 log = structlog.get_logger(__name__)
@@ -45,7 +51,8 @@ class OpenAIEngine:
     """An OpenAI-compatible completions server as an :class:`~mapreduce_llm.engines.base.Engine`.
 
     ``transport``: an httpx transport to use instead of the network (tests mount fakes through it).
-    ``backoff_s``: scale of the retry delays (random up to backoff_s * 2**retry, "full jitter", at most 20 s).
+    ``backoff_s``: scale of the delays between retries of the model listing at start (random up to
+    backoff_s * 2**retry, "full jitter", at most 20 s).
     """
 
     def __init__(
@@ -64,8 +71,9 @@ class OpenAIEngine:
         self._slots: asyncio.Semaphore | None = None
         self._info: EngineInfo | None = None
         self._server_model = ""
+        self._streamed = 0
         self.retries = 0
-        """Requests sent again after a transient failure, since start."""
+        """Model listings sent again after a transient failure, since start."""
 
     @property
     def info(self) -> EngineInfo:
@@ -123,8 +131,8 @@ class OpenAIEngine:
         return EngineInfo(model=cfg.served_model_name or name, max_model_len=length, replicas=1)
 
     async def generate(self, request: EngineRequest) -> EngineOutput:
-        """Run one completion; retried on 429/5xx/timeouts, then RequestError (or EngineError if unreachable)."""
-        if self._slots is None:
+        """Stream one completion; RequestError (``transient`` for 5xx and lost connections, EngineBusy for 429)."""
+        if self._slots is None or self._client is None:
             raise EngineError("engine not started; use `async with OpenAIEngine(...) as engine:`")
         body: dict[str, Any] = {
             "model": self._server_model,
@@ -133,6 +141,8 @@ class OpenAIEngine:
             "temperature": request.temperature,
             "top_p": request.top_p,
             "logprobs": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
         }
         if request.seed is not None:
             body["seed"] = request.seed
@@ -141,19 +151,37 @@ class OpenAIEngine:
         if request.repetition_penalty != 1.0:
             body["repetition_penalty"] = request.repetition_penalty  # a vLLM extension of the API
         started = time.perf_counter()
+        stream = _Stream()
         async with self._slots:
             try:
-                answer = await self._send("POST", "completions", body)
-            except RetryError as exc:
-                cause = exc.last_attempt.exception() or exc
-                if isinstance(cause, httpx.ConnectError):
-                    raise EngineError(f"server {self.config.base_url} unreachable: {_describe(cause)}") from None
-                raise RequestError(f"request {request.request_id} failed after retries: {_describe(cause)}") from None
-            except httpx.HTTPError as exc:
-                raise RequestError(f"server rejected request {request.request_id}: {_describe(exc)}") from None
-            except ValueError as exc:  # an answer that is not JSON
-                raise RequestError(f"request {request.request_id}: unreadable answer from the server: {exc}") from None
-        return _output(request, answer, time.perf_counter() - started)
+                async with self._client.stream(
+                    "POST", "completions", json=body, timeout=self._stream_timeout
+                ) as answer:
+                    if answer.is_error:
+                        await answer.aread()
+                        raise _failed(request, answer.status_code, _server_message(answer))
+                    async for line in answer.aiter_lines():
+                        event = _event(request, line)
+                        if event is None:
+                            continue
+                        if event is _DONE:
+                            break
+                        self._streamed += stream.add(request, event)
+            except httpx.TransportError as exc:  # refused, dropped or cut mid-stream: worth another attempt
+                raise RequestError(
+                    f"request {request.request_id}: {self.config.base_url}: {_describe(exc)}", transient=True
+                ) from None
+        return _output(request, stream.answer(), time.perf_counter() - started)
+
+    async def progress(self, request_id: str) -> int:
+        """Tokens received on all of this engine's streams so far (the server is one engine for all requests)."""
+        return self._streamed
+
+    @property
+    def _stream_timeout(self) -> httpx.Timeout:
+        """Connecting and sending are bounded by ``http_timeout_s``; reading is not: a stream that stops is
+        abandoned by the engine client after ``request_timeout_s`` without progress."""
+        return httpx.Timeout(self.config.http_timeout_s, connect=10.0, read=None)
 
     async def _send(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """One HTTP call, retried with backoff while the failure is transient."""
@@ -190,6 +218,87 @@ class OpenAIEngine:
         await self.close()
 
 
+_DONE: dict[str, Any] = {}
+"""The end-of-stream marker (``data: [DONE]``)."""
+
+
+def _event(request: EngineRequest, line: str) -> dict[str, Any] | None:
+    """One server-sent event's JSON (``data: {...}``), _DONE at the end, None for other lines."""
+    if not line.startswith("data:"):
+        return None  # blank separators, comments and other fields
+    data = line[len("data:") :].strip()
+    if data == "[DONE]":
+        return _DONE
+    try:
+        event = json.loads(data)
+    except ValueError as exc:
+        raise RequestError(f"request {request.request_id}: unreadable event from the server: {exc}") from None
+    if not isinstance(event, dict):
+        raise RequestError(f"request {request.request_id}: unreadable event from the server: {data[:200]}")
+    return event
+
+
+class _Stream:
+    """The events of one streamed completion, merged into the shape of a non-streamed answer."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.tokens: list[Any] = []
+        self.logprobs: list[Any] = []
+        self.reported_logprobs = False
+        self.finish_reason: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.choices = 0
+
+    def add(self, request: EngineRequest, event: dict[str, Any]) -> int:
+        """Merge one event; returns how many tokens it brought. An error event raises RequestError."""
+        if "error" in event:
+            error = event["error"] if isinstance(event["error"], dict) else {"message": event["error"]}
+            raise _failed(request, int(error.get("code") or 500), f"{error.get('message', error)}")
+        if event.get("usage"):
+            self.usage = event["usage"]
+        brought = 0
+        for choice in event.get("choices") or []:
+            self.choices += 1
+            self.text.append(choice.get("text") or "")
+            reported = choice.get("logprobs")
+            if reported:
+                self.reported_logprobs = True
+                self.tokens.extend(reported.get("tokens") or [])
+                self.logprobs.extend(reported.get("token_logprobs") or [])
+                brought += len(reported.get("token_logprobs") or [])
+            else:
+                brought += 1 if choice.get("text") else 0
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        return brought
+
+    def answer(self) -> dict[str, Any]:
+        """The merged answer, as ``/completions`` returns it without streaming."""
+        choices = []
+        if self.choices:
+            choice: dict[str, Any] = {"text": "".join(self.text), "finish_reason": self.finish_reason}
+            if self.reported_logprobs:
+                choice["logprobs"] = {"tokens": self.tokens, "token_logprobs": self.logprobs}
+            choices.append(choice)
+        answer: dict[str, Any] = {"choices": choices}
+        if self.usage is not None:
+            answer["usage"] = self.usage
+        return answer
+
+
+def _failed(request: EngineRequest, status: int, detail: str) -> RequestError:
+    """The error for a request the server answered with ``status``: 429 busy, retryable statuses transient."""
+    message = f"server failed request {request.request_id}: HTTP {status}: {detail[:300]}"
+    if status == 429:
+        return EngineBusy(message)
+    return RequestError(message, transient=status in RETRY_STATUSES or status >= 500)
+
+
+def _server_message(answer: httpx.Response) -> str:
+    """The server's message in an error answer, on one line."""
+    return answer.text.strip().replace("\n", " ")
+
+
 def _output(request: EngineRequest, answer: dict[str, Any], seconds: float) -> EngineOutput:
     """An :class:`EngineOutput` from a completions answer."""
     try:
@@ -223,6 +332,5 @@ def _output(request: EngineRequest, answer: dict[str, Any], seconds: float) -> E
 def _describe(exc: BaseException) -> str:
     """A one-line description of an HTTP failure: status and the server's message, or the transport error."""
     if isinstance(exc, httpx.HTTPStatusError):
-        text = exc.response.text.strip().replace("\n", " ")
-        return f"HTTP {exc.response.status_code}: {text[:300]}"
+        return f"HTTP {exc.response.status_code}: {_server_message(exc.response)[:300]}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -59,6 +61,22 @@ async def _awaited(ref: Any) -> Any:
     return await ref
 
 
+PROGRESS_MAX_AGE_S = 1.0
+"""A replica's progress count is read from its actor at most this often; requests in between share the read."""
+PROGRESS_READ_TIMEOUT_S = 10.0
+"""A progress read that takes longer than this counts as no progress."""
+
+
+@dataclass(frozen=True, slots=True)
+class _LoopState:
+    """Per-replica asyncio primitives, bound to one event loop."""
+
+    slots: list[asyncio.Semaphore]
+    """Caps requests in flight at ``max_concurrent_requests``."""
+    reading: list[asyncio.Lock]
+    """One progress read at a time; the others wait for it and share its result."""
+
+
 class VLLMEngineActor:
     """Body of the Ray actor: one vLLM AsyncLLM engine. Created through :class:`VLLMRayEngine`."""
 
@@ -68,6 +86,7 @@ class VLLMEngineActor:
         self._engine: Any = None
         self._info: dict[str, Any] = {}
         self._loading: asyncio.Lock | None = None
+        self._tokens = 0
 
     async def start(self) -> dict[str, Any]:
         """Load the model (once); returns what was loaded.
@@ -129,8 +148,8 @@ class VLLMEngineActor:
             seed=request.seed,
             logprobs=0,  # the chosen token's logprob (vLLM applies a schema's token mask first, then logprobs)
             structured_outputs=structured,
-            # Only the finished output crosses back: no per-token objects in this actor's event loop.
-            output_kind=RequestOutputKind.FINAL_ONLY,
+            # New tokens as they come, so progress() counts them; merged here, only the final output crosses back.
+            output_kind=RequestOutputKind.DELTA,
         )
         if self._engine is None:
             await self.start()
@@ -140,7 +159,13 @@ class VLLMEngineActor:
             async for out in self._engine.generate(
                 TokensPrompt(prompt_token_ids=request.prompt_token_ids), params, request.request_id
             ):
-                final = out
+                if final is None:  # the prompt is processed: count its tokens that were not in the prefix cache
+                    self._tokens += len(out.prompt_token_ids or ()) - (out.num_cached_tokens or 0)
+                    final = out
+                else:
+                    final.add(out, aggregate=True)  # vLLM's own merge of deltas: text, token ids, logprobs
+                    final.num_cached_tokens = out.num_cached_tokens
+                self._tokens += sum(len(c.token_ids) for c in out.outputs)
         except (VLLMClientError, ValueError) as exc:  # vLLM rejects one bad request (e.g. too long)
             raise RequestError(f"engine rejected request {request.request_id}: {exc}") from None
         if final is None or not final.outputs:
@@ -159,6 +184,11 @@ class VLLMEngineActor:
             tokens=tokens,
             token_logprobs=logprobs,
         )
+
+    async def progress(self) -> int:
+        """Tokens this engine has processed since the actor started: prompt tokens it computed (not served
+        from the prefix cache) and generated tokens, over all requests. Rises while the engine works."""
+        return self._tokens
 
     def shutdown(self) -> None:
         """Stop the engine's background process."""
@@ -182,7 +212,11 @@ class VLLMRayEngine:
         self.served: list[int] = []
         """Requests answered by each replica so far (index = replica), for load reports and tests."""
         self._info: EngineInfo | None = None
-        self._limits: tuple[asyncio.AbstractEventLoop, list[asyncio.Semaphore]] | None = None
+        self._per_loop: tuple[asyncio.AbstractEventLoop, _LoopState] | None = None
+        self._serving: dict[str, int] = {}
+        """Replica of each request in flight, by request id (for :meth:`progress`)."""
+        self._progress: list[tuple[float, int]] = []
+        """Last progress read of each replica: (time.monotonic() of the read, count)."""
 
     @property
     def actors(self) -> list[Any]:
@@ -220,9 +254,7 @@ class VLLMRayEngine:
                 max_task_retries=cfg.max_restarts,
                 runtime_env={"env_vars": env},
             ).remote(self._model, cfg)
-            self._actors.append(actor)
-            self._in_flight.append(0)
-            self.served.append(0)
+            self._attach(actor)
         refs = [a.start.remote() for a in self._actors]
         try:
             loaded = ray.get(refs, timeout=cfg.startup_timeout_s)
@@ -248,23 +280,23 @@ class VLLMRayEngine:
         )
 
     async def generate(self, request: EngineRequest) -> EngineOutput:
-        """Send a request to the replica with the fewest requests in flight."""
+        """Send a request to the replica with the fewest requests in flight; wait for it however long it takes.
+
+        Cancelling the call aborts the request in vLLM (the client does so when the replica stops producing
+        tokens, see :meth:`progress`; a stopped job does too).
+        """
         import ray
 
         index = min(range(len(self._actors)), key=self._in_flight.__getitem__)
         self._in_flight[index] += 1
+        self._serving[request.request_id] = index
         try:
-            async with self._limit(index):
+            async with self._loop_state().slots[index]:
                 ref = self._actors[index].generate.remote(request)
                 try:
-                    return self._served_by(index, await asyncio.wait_for(_awaited(ref), request.timeout_s))
-                except TimeoutError:
-                    ray.cancel(ref)  # abort the request in vLLM too
-                    raise RequestError(
-                        f"replica {index} gave no answer within {request.timeout_s:g}s", transient=True
-                    ) from None
+                    return self._served_by(index, await ref)
                 except asyncio.CancelledError:
-                    ray.cancel(ref)  # the job stopped: abort the request in vLLM too
+                    ray.cancel(ref)  # abandoned or the job stopped: abort the request in vLLM too
                     raise
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
@@ -276,6 +308,38 @@ class VLLMRayEngine:
             raise EngineError(f"vLLM engine replica {index} died and was not restarted: {exc}") from exc
         finally:
             self._in_flight[index] -= 1
+            self._serving.pop(request.request_id, None)
+
+    async def progress(self, request_id: str) -> int:
+        """Tokens processed by the replica serving ``request_id`` (0 for a request not in flight).
+
+        Waiting for a free slot on that replica counts as being served by it: its tokens are what the request
+        waits for. A replica's count is read at most once per ``PROGRESS_MAX_AGE_S`` whatever the number of
+        requests asking; a read that fails or takes longer than ``PROGRESS_READ_TIMEOUT_S`` (replica busy,
+        restarting or dead) gives the last count, i.e. no progress.
+        """
+        import ray
+
+        index = self._serving.get(request_id)
+        if index is None:
+            return 0
+        async with self._loop_state().reading[index]:
+            read_at, count = self._progress[index]
+            if time.monotonic() - read_at < PROGRESS_MAX_AGE_S:
+                return count
+            try:
+                count = await asyncio.wait_for(_awaited(self._actors[index].progress.remote()), PROGRESS_READ_TIMEOUT_S)
+            except (TimeoutError, ray.exceptions.RayError) as exc:
+                log.debug("engine.progress_unreadable", replica=index, error=str(exc).splitlines()[0])
+            self._progress[index] = (time.monotonic(), count)
+            return count
+
+    def _attach(self, actor: Any) -> None:
+        """Add a replica to the pool: an actor handle with ``generate`` and ``progress`` methods."""
+        self._actors.append(actor)
+        self._in_flight.append(0)
+        self.served.append(0)
+        self._progress.append((-math.inf, 0))
 
     def _served_by(self, index: int, output: EngineOutput) -> EngineOutput:
         self.served[index] += 1
@@ -299,12 +363,13 @@ class VLLMRayEngine:
         )
         return {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": 0, "scheduling_strategy": strategy}
 
-    def _limit(self, index: int) -> asyncio.Semaphore:
-        """Per-replica cap on requests in flight, for the running event loop (a pool can serve several jobs)."""
+    def _loop_state(self) -> _LoopState:
+        """Per-replica asyncio primitives for the running event loop (a pool can serve several jobs in turn)."""
         loop = asyncio.get_running_loop()
-        if self._limits is None or self._limits[0] is not loop:
-            self._limits = (loop, [asyncio.Semaphore(self.config.max_concurrent_requests) for _ in self._actors])
-        return self._limits[1][index]
+        if self._per_loop is None or self._per_loop[0] is not loop:
+            slots = [asyncio.Semaphore(self.config.max_concurrent_requests) for _ in self._actors]
+            self._per_loop = (loop, _LoopState(slots, [asyncio.Lock() for _ in self._actors]))
+        return self._per_loop[1]
 
     def close(self) -> None:
         """Shut the engines down and release their Ray resources."""
@@ -321,6 +386,7 @@ class VLLMRayEngine:
                 remove_placement_group(group)
         self._actors.clear()
         self._in_flight.clear()
+        self._progress.clear()
         self._placement_groups.clear()
 
     def __enter__(self) -> VLLMRayEngine:
