@@ -51,6 +51,12 @@ def job_options(func: F) -> F:
             default=None,
             help="Re-retrieve passages when an answer is unsure (output: answer prompts with a calibration).",
         ),
+        click.option(
+            "--follow-symlinks",
+            is_flag=True,
+            default=None,
+            help="Read links in an input folder that point outside it (default: they get a `symlink` error record).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -70,12 +76,19 @@ def _spec_from(
     retrieval: str | None = None,
     top_k: int | None = None,
     reretrieve: bool | None = None,
+    follow_symlinks: bool | None = None,
     *,
     need_output: bool,
 ) -> JobSpec:
     top: dict[str, Any] = {
         k: v
-        for k, v in {"input": input_, "output": output, "prompt": prompt, "job_id": job_id}.items()
+        for k, v in {
+            "input": input_,
+            "output": output,
+            "prompt": prompt,
+            "job_id": job_id,
+            "follow_symlinks": follow_symlinks or None,
+        }.items()
         if v is not None
     }
     engine = {
@@ -186,7 +199,13 @@ def run(
 
         observer = build_observer(spec, embed=embed, baseline=baseline, baselines_dir=baselines_dir)
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=count_inputs(spec.input), unit="doc", desc="documents", disable=not show, file=sys.stderr)
+    bar = tqdm(
+        total=count_inputs(spec.input, follow_symlinks=spec.follow_symlinks),
+        unit="doc",
+        desc="documents",
+        disable=not show,
+        file=sys.stderr,
+    )
     calls = tqdm(unit="call", desc="engine calls", disable=not show, file=sys.stderr, position=1)
     errors = 0
 

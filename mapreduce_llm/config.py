@@ -222,6 +222,10 @@ class LimitsConfig(_Strict):
     """Largest accepted document, in UTF-8 bytes."""
     max_documents_in_flight: Annotated[int, Field(ge=1)] = 16
     """Documents processed at once; others wait. Bounds memory and lets finished documents reduce early."""
+    max_buffered_results: Annotated[int, Field(ge=1)] = 256
+    """Finished results held in memory while an earlier, slower document is still running (results.jsonl
+    is written in input order); when full, reading pauses until the slow document finishes, so at most this
+    many plus ``max_documents_in_flight`` are ever held."""
 
 
 class JobSpec(_Strict):
@@ -235,6 +239,9 @@ class JobSpec(_Strict):
     """Identifies the job in logs, metrics and the summary. Default: the output folder's name."""
     prompt: str = "summarize"
     """Prompt reference: ``TASK`` (latest version) or ``TASK@VERSION``, e.g. ``qa@1.0.0``."""
+    follow_symlinks: bool = False
+    """Read symbolic links in an input folder that point outside it. Off: such a link gets a ``symlink``
+    error record and its target is never read (nor uploaded by ``submit``)."""
     prompts_dir: Path | None = None
     """Folder of prompt files. Default: ``$MAPREDUCE_LLM_PROMPTS``, else ./prompts, else the project's prompts/."""
     engine: EngineConfig = Field(default_factory=EngineConfig)

@@ -49,6 +49,10 @@ class BudgetError(MapReduceError):
     """A prompt cannot fit the model's context whatever the chunk size (template or reserve too large)."""
 
 
+class OutputInUseError(MapReduceError):
+    """Another job is writing into the output folder; raised before any work starts."""
+
+
 class EngineError(MapReduceError):
     """The inference engine failed in a way that is not specific to one request. Stops the job loudly."""
 

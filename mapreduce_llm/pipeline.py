@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -42,7 +43,7 @@ from mapreduce_llm.answers import (
     span_confidence,
     value_span,
 )
-from mapreduce_llm.cache import RequestCache
+from mapreduce_llm.cache import RequestCache, prompt_hash
 from mapreduce_llm.calibration import ModelCalibration, load_calibration
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import Document, read_documents
@@ -50,6 +51,7 @@ from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
 from mapreduce_llm.engines.base import Engine, EngineOutput, EngineRequest, StageName
 from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.errors import BudgetError, DocumentError, EngineError, RequestError
+from mapreduce_llm.fingerprints import digest, input_fingerprint
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptRef
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, reduce_tree
@@ -57,6 +59,7 @@ from mapreduce_llm.registry import PromptSelection
 from mapreduce_llm.results import (
     DocumentResult,
     ErrorInfo,
+    Fingerprints,
     JobSummary,
     MapAnswer,
     PromptInfo,
@@ -107,16 +110,32 @@ class _Accounting:
         )
 
 
-def error_result(err: DocumentError, prompt: PromptRef, model: str | None, source: str | None) -> DocumentResult:
-    """The record of a document that failed."""
+def error_result(
+    err: DocumentError,
+    prompt: PromptRef | None,
+    model: str | None,
+    source: str | None,
+    fingerprints: Fingerprints | None = None,
+) -> DocumentResult:
+    """The record of a document that failed (ids, sources and messages made writable as UTF-8 whatever they hold)."""
     return DocumentResult(
-        id=err.document_id,
+        id=printable(err.document_id),
         status="error",
-        error=ErrorInfo(code=err.code, message=str(err)),
-        source=source,
-        prompt=PromptInfo(name=prompt.task, version=prompt.version),
+        error=ErrorInfo(code=err.code, message=printable(str(err))),
+        source=None if source is None else printable(source),
+        prompt=None if prompt is None else PromptInfo(name=prompt.task, version=prompt.version),
         model=model,
+        fingerprints=fingerprints,
     )
+
+
+def printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates) shown as backslash escapes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +225,7 @@ class Job:
         observer: JobObserver | None = None,
         embedder: TextEmbedder | None = None,
         client: EngineClient | None = None,
+        model_identity: str | None = None,
     ) -> None:
         self.spec = spec
         self.prompts = prompts if isinstance(prompts, PromptSelection) else PromptSelection(prompts.ref, prompts)
@@ -219,6 +239,13 @@ class Job:
         self._calibrations: dict[str, ModelCalibration | None] = {}
         self._embedder = embedder
         self.log = log.bind(job_id=self.job_id, prompt=self.prompts.reference)
+        self.model_identity = model_identity
+        """The served model's identity for the settings fingerprint (its files' hash, see
+        :mod:`mapreduce_llm.fingerprints`); None: the engine's model name."""
+        self._settings_fingerprints: dict[str, str] = {}
+        self.peak_buffered = 0
+        """Most finished results the last run held waiting for an earlier document (bounded by
+        ``limits.max_buffered_results``)."""
 
     @property
     def embedder(self) -> TextEmbedder:
@@ -371,6 +398,7 @@ class Job:
                 total_s=round(finished - started, 4),
             ),
             metadata=doc.metadata,
+            fingerprints=Fingerprints(input=input_fingerprint(doc), settings=self.settings_fingerprint(prompt)),
         )
         return result, plan
 
@@ -658,26 +686,57 @@ class Job:
         return self._calibrations[prompt.ref]
 
     # ---- the whole job --------------------------------------------------------------------------
+    def settings_fingerprint(self, prompt: PromptRef) -> str:
+        """Hash of every setting that shapes a result under ``prompt`` (see :mod:`mapreduce_llm.fingerprints`)."""
+        if prompt.ref not in self._settings_fingerprints:
+            calibration = self._calibration(prompt)
+            spec = self.spec
+            self._settings_fingerprints[prompt.ref] = digest(
+                {
+                    "prompt": prompt_hash(prompt.file),
+                    "calibration": None if calibration is None else calibration.model_dump(mode="json"),
+                    "sampling": asdict(self.params(prompt)),
+                    "seed": spec.engine.seed,
+                    "max_model_len": self.engine.info.max_model_len,
+                    "chunking": spec.chunking.model_dump(mode="json"),
+                    "retrieval": spec.retrieval.model_dump(mode="json"),
+                    "reduce": spec.reduce.model_dump(mode="json"),
+                    "model": self.model_identity or self.engine.info.model,
+                }
+            )
+        return self._settings_fingerprints[prompt.ref]
+
     async def run(self) -> JobSummary:
         """Process every document and write results.jsonl and summary.json; returns the summary.
 
         Memory stays flat as the corpus grows: documents are read lazily, at most
-        ``limits.max_documents_in_flight`` are open, results stream to disk and the summary is a running tally.
+        ``limits.max_documents_in_flight`` are open, at most ``limits.max_buffered_results`` finished results
+        wait for a slower earlier one (reading pauses meanwhile), results stream to disk and the summary is a
+        running tally. A document's earlier result in the folder is reused only when its input and settings
+        fingerprints both match. Anything that goes wrong with one document becomes its error record; only
+        job-level faults (the engine, the output folder) fail the job.
         """
         started_at = time.time()
         model = self.engine.info.model
-        sink = ResultLog(self.spec.output)
+        sink = ResultLog(self.spec.output, self.job_id)
         if self.spec.cache.enabled and self.cache is None:
             self.cache = RequestCache(self.spec.cache.path or self.spec.output / "cache.sqlite")
-        resumable = sink.index_previous(model)
         tally = _Tally()
         slots = asyncio.Semaphore(self.spec.limits.max_documents_in_flight)
+        room = asyncio.Event()
+        max_buffered = self.spec.limits.max_buffered_results
         tasks: set[asyncio.Task[None]] = set()
-        self.log.info("job.start", input=str(self.spec.input), model=model, resumable=resumable)
+        self.log.info("job.start", input=str(self.spec.input), model=model, earlier_results=sink.previous.count)
 
         def record(index: int, result: DocumentResult, plan: DocumentPlan | None = None, *, fresh: bool = True) -> None:
+            try:
+                sink.add(index, result, fresh=fresh)
+            except (ValueError, UnicodeError) as exc:  # a record that cannot be written as UTF-8 JSON
+                result = self._internal_error(result.id, result.source, exc)
+                sink.add(index, result, fresh=fresh)
             tally.add(result, resumed=not fresh)
-            sink.add(index, result, fresh=fresh)
+            if sink.buffered < max_buffered:
+                room.set()
             if fresh:
                 self.observer.document_done(result, plan)
             self.on_result(result)
@@ -693,31 +752,52 @@ class Job:
                 resumed=not fresh,
             )
 
-        async def guarded(index: int, doc: Document) -> None:
+        async def guarded(index: int, doc: Document, prompt: PromptRef) -> None:
             try:
                 record(index, *await self.process(doc))
             except DocumentError as err:
-                record(index, error_result(err, self.prompts.choose(doc.id), model, doc.source))
+                fingerprints = Fingerprints(input=input_fingerprint(doc), settings=self.settings_fingerprint(prompt))
+                record(index, error_result(err, prompt, model, doc.source, fingerprints))
+            except (EngineError, BudgetError):
+                raise  # job-level: stops the job
+            except Exception as exc:  # noqa: BLE001 - one document's bug must not stop the others
+                record(index, self._internal_error(doc.id, doc.source, exc, prompt))
             finally:
                 slots.release()
 
+        async def wait_for_room() -> None:
+            """Backpressure: stop reading while the reorder buffer is full (an earlier document is slow)."""
+            while sink.buffered >= max_buffered:
+                room.clear()
+                await room.wait()
+
         fatal: BaseException | None = None
         try:
-            for index, item in enumerate(read_documents(self.spec.input, self.spec.limits.max_document_bytes)):
+            items = read_documents(self.spec.input, self.spec.limits.max_document_bytes, **self._reader_options())
+            for index, item in enumerate(items):
+                await wait_for_room()
                 if isinstance(item, DocumentError):
-                    record(index, error_result(item, self.prompts.choose(item.document_id), model, item.source))
+                    record(index, error_result(item, None, model, item.source))
                     continue
-                reused = sink.previous(item.id, item.source)
-                chosen = self.prompts.choose(item.id)
-                if reused is not None and reused.prompt == PromptInfo(name=chosen.task, version=chosen.version):
-                    record(index, reused, fresh=False)
+                try:
+                    chosen = self.prompts.choose(item.id)
+                    input_fp, settings_fp = input_fingerprint(item), self.settings_fingerprint(chosen)
+                    earlier = sink.previous.lookup(item.id, input_fp, settings_fp)
+                except Exception as exc:  # noqa: BLE001 - as in guarded(): this document only
+                    record(index, self._internal_error(item.id, item.source, exc))
                     continue
+                if isinstance(earlier, DocumentResult):
+                    record(index, earlier, fresh=False)
+                    continue
+                if earlier is not None:
+                    tally.recomputed[earlier] += 1
+                    self.log.info("document.recompute", document_id=item.id, reason=earlier)
                 await slots.acquire()
                 done = [t for t in tasks if t.done()]
                 for t in done:
                     tasks.discard(t)
                     t.result()  # re-raise a fatal error early
-                tasks.add(asyncio.create_task(guarded(index, item)))
+                tasks.add(asyncio.create_task(guarded(index, item, chosen)))
             if tasks:
                 await asyncio.gather(*tasks)
         except (EngineError, BudgetError) as exc:
@@ -730,6 +810,7 @@ class Job:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
         summary = self._summary(tally, started_at, fatal)
+        self.peak_buffered = sink.peak_buffered
         self.observer.job_done(summary)
         if fatal is None:
             sink.finish(summary)
@@ -737,8 +818,40 @@ class Job:
             sink.abandon(summary)
             self.log.error("job.failed", error=str(fatal), finished=tally.documents)
             raise fatal
-        self.log.info("job.done", ok=summary.ok, errors=summary.errors, seconds=summary.seconds)
+        self.log.info(
+            "job.done",
+            ok=summary.ok,
+            errors=summary.errors,
+            resumed=summary.resumed,
+            recomputed=summary.recomputed,
+            seconds=summary.seconds,
+            peak_buffered=sink.peak_buffered,
+        )
         return summary
+
+    def _reader_options(self) -> dict[str, Any]:
+        return {"follow_symlinks": self.spec.follow_symlinks}
+
+    def _internal_error(
+        self, document_id: str, source: str | None, exc: BaseException, prompt: PromptRef | None = None
+    ) -> DocumentResult:
+        """The record of a document that hit a bug: logged with its traceback under an id the message names."""
+        traceback_id = uuid.uuid4().hex[:12]
+        self.log.error(
+            "document.internal_error",
+            document_id=printable(document_id),
+            traceback_id=traceback_id,
+            error=printable(f"{type(exc).__name__}: {exc}")[:500],
+            exc_info=exc,
+        )
+        err = DocumentError(
+            f"{source or document_id}: internal error ({type(exc).__name__}) while processing this document; "
+            f"the job log has its traceback under traceback_id {traceback_id} — please report it with that "
+            "log line. The other documents were not affected.",
+            document_id=document_id,
+            code="internal_error",
+        )
+        return error_result(err, prompt, self.engine.info.model, source)
 
     def _summary(self, tally: _Tally, started_at: float, fatal: BaseException | None) -> JobSummary:
         finished_at = time.time()
@@ -758,6 +871,7 @@ class Job:
             ok=tally.ok,
             errors=tally.errors,
             resumed=tally.resumed,
+            recomputed=dict(tally.recomputed),
             errors_by_code=dict(tally.errors_by_code),
             chunks=tally.chunks,
             requests=dict(tally.requests),
@@ -787,6 +901,7 @@ class _Tally:
     errors_by_code: Counter[str] = field(default_factory=Counter)
     requests: Counter[str] = field(default_factory=Counter)
     by_version: Counter[str] = field(default_factory=Counter)
+    recomputed: Counter[str] = field(default_factory=Counter)
 
     def add(self, r: DocumentResult, *, resumed: bool) -> None:
         self.documents += 1

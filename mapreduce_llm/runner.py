@@ -18,11 +18,12 @@ from mapreduce_llm.config import EngineConfig, JobSpec
 from mapreduce_llm.documents import read_documents
 from mapreduce_llm.engines.base import Engine
 from mapreduce_llm.errors import ConfigError, DocumentError
+from mapreduce_llm.fingerprints import model_fingerprint
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
 from mapreduce_llm.pipeline import Job, JobObserver
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.registry import PromptSelection, select_prompts
-from mapreduce_llm.results import DocumentResult, JobSummary
+from mapreduce_llm.results import DocumentResult, JobSummary, OutputLock
 from mapreduce_llm.tokenization import HFTokenizer, TiktokenTokenizer, Tokenizer
 
 log = structlog.get_logger(__name__)
@@ -105,16 +106,18 @@ def run_job(
     prompts = select_prompts(spec.prompt, spec.prompts_dir)
     if not spec.input.exists():
         raise ConfigError(f"input {spec.input} does not exist; check the path", parameter="input")
+    OutputLock(spec.output, spec.resolved_job_id).check()  # refused now, not after the engine's start
     if spec.engine.backend == "openai":
         return asyncio.run(_run_on_server(spec, prompts, engine_tokenizer(spec.engine), on_result, observer, engine))
     folder = model_folder(spec.engine)
     tokenizer = HFTokenizer(folder)
+    identity = model_fingerprint(folder)
     if engine is not None:
-        return asyncio.run(Job(spec, prompts, tokenizer, engine, on_result, observer).run())
+        return asyncio.run(Job(spec, prompts, tokenizer, engine, on_result, observer, model_identity=identity).run())
     engine_model = "embedded" if spec.engine.model is None else str(folder)
     config = spec.engine.model_copy(update={"served_model_name": served_name(spec.engine, folder)})
     with ray_session(), VLLMRayEngine(config, model=engine_model) as started:
-        return asyncio.run(Job(spec, prompts, tokenizer, started, on_result, observer).run())
+        return asyncio.run(Job(spec, prompts, tokenizer, started, on_result, observer, model_identity=identity).run())
 
 
 async def _run_on_server(
@@ -145,7 +148,7 @@ def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, It
     reserve = spec.sampling.reserved_output_tokens
 
     def plans() -> Iterator[DocumentPlan | DocumentError]:
-        for item in read_documents(spec.input, spec.limits.max_document_bytes):
+        for item in read_documents(spec.input, spec.limits.max_document_bytes, follow_symlinks=spec.follow_symlinks):
             if isinstance(item, DocumentError):
                 yield item
                 continue

@@ -106,7 +106,7 @@ def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> di
     data["prompts_dir"] = "prompts"
     data["job_id"] = spec.resolved_job_id
     if upload_input and spec.input.exists():
-        upload_input_files(spec.input, folder / "input", follow_symlinks=_follow_symlinks(spec))
+        upload_input_files(spec.input, folder / "input", follow_symlinks=spec.follow_symlinks)
         data["input"] = f"input/{spec.input.name}"
     (folder / "spec.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return {
@@ -117,11 +117,6 @@ def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> di
         "output": str(spec.output),
         "mapreduce_llm_version": version("mapreduce-llm"),
     }
-
-
-def _follow_symlinks(spec: JobSpec) -> bool:
-    # JobSpec.follow_symlinks is added in config.py by a separate change; until then links are never followed.
-    return bool(getattr(spec, "follow_symlinks", False))
 
 
 def upload_input_files(source: Path, into: Path, *, follow_symlinks: bool = False) -> Path:
