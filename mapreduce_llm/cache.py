@@ -1,9 +1,9 @@
 """Content-addressed cache of engine outputs, so that a rerun never recomputes a finished request.
 
 The key of a request is a hash of everything that determines its output: the prompt version's file content
-hash, the model, the stage, the sampling parameters and the exact prompt token ids (which contain the
-rendered template and the input text). A changed prompt version, model or sampling gives new keys, so stale
-outputs are never reused.
+hash, the model's identity (its files' hash), the stage, the sampling parameters and the exact prompt token
+ids (which contain the rendered template and the input text). A changed prompt version, model or sampling
+gives new keys, so stale outputs are never reused.
 
 The store is one SQLite file (``OUTPUT/cache.sqlite`` by default; a shared path on clusters). Every output
 is committed as soon as it arrives: a driver killed mid-job loses no finished request. The cache only ever

@@ -234,7 +234,9 @@ class Job:
         self.on_result = on_result or (lambda _r: None)
         self.observer: JobObserver = observer or _NoObserver()
         self.job_id = spec.resolved_job_id
-        self.client = client or EngineClient(engine, spec.engine, job_id=self.job_id, observer=self.observer)
+        self.client = client or EngineClient(
+            engine, spec.engine, job_id=self.job_id, observer=self.observer, model_identity=model_identity
+        )
         """Every engine call goes through it: cache, progress timeout, retries, circuit breaker."""
         self._calibrations: dict[str, ModelCalibration | None] = {}
         self._embedder = embedder

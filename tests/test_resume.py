@@ -136,8 +136,10 @@ def test_changed_model_files_recompute_all(tmp_path: Path, tokenizer: HFTokenize
     (folder / "model.safetensors").write_bytes(b"weights v2" * 1000)
     after = model_fingerprint(folder, store)
     assert after != before
+    calls = len(engine.requests)
     _, summary = _run(_spec(tmp_path, src), engine, tokenizer, model_identity=after)
     assert summary["recomputed"] == {"settings_changed": 3}
+    assert summary["requests_from_cache"] == 0 and len(engine.requests) > calls  # new weights miss the cache too
     (folder / ".marker").write_text("not part of the model")
     assert model_fingerprint(folder, store) == after
 

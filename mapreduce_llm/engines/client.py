@@ -107,6 +107,7 @@ class EngineClient:
     ``cache``: where outputs are kept (None: no cache; assign one later with :attr:`cache`).
     ``observer``: told about every request the engine finished.
     ``job_id``: prefix of request ids (unique per job; retries of a request keep its id).
+    ``model_identity``: what names the model in cache keys, so new weights under an old name miss the cache.
     """
 
     def __init__(
@@ -117,8 +118,12 @@ class EngineClient:
         job_id: str,
         cache: RequestCache | None = None,
         observer: RequestObserver | None = None,
+        model_identity: str | None = None,
     ) -> None:
         self.engine = engine
+        self.model_identity = model_identity
+        """The model's identity in cache keys (its files' hash, :func:`~mapreduce_llm.fingerprints.model_fingerprint`);
+        None: the engine's model name."""
         self.config = config
         self.job_id = job_id
         self.cache = cache
@@ -163,7 +168,11 @@ class EngineClient:
         the engine is gone or the circuit breaker opened (the job stops).
         """
         cache = self.cache
-        key = "" if cache is None else request_key(request, self._prompt_hash(prompt), self.engine.info.model)
+        key = (
+            ""
+            if cache is None
+            else request_key(request, self._prompt_hash(prompt), self.model_identity or self.engine.info.model)
+        )
         if cache is not None:
             cached = await asyncio.to_thread(cache.get, key)
             if cached is not None:
