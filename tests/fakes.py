@@ -80,13 +80,15 @@ class SharedEngine(FakeEngine):
     the requests in flight, and ``tokens_per_request`` tokens per request. So the more requests share the
     engine, the longer each takes, while the engine's token count (:meth:`progress`) keeps rising.
 
-    Records when each request arrived and finished (``latency``) and the most requests in flight at once.
+    Records the id of every attempt as it arrives (``received``), how long each took (``latency``) and the most
+    requests in flight at once.
     """
 
     def __init__(self, tokenizer: Tokenizer, step_s: float, tokens_per_request: int, max_model_len: int = 2048) -> None:
         super().__init__(tokenizer, max_model_len=max_model_len)
         self.step_s = step_s
         self.tokens_per_request = tokens_per_request
+        self.received: list[str] = []
         self.latency: dict[str, float] = {}
         self.in_flight = 0
         self.max_in_flight = 0
@@ -95,6 +97,7 @@ class SharedEngine(FakeEngine):
     async def _answer(self, request: EngineRequest) -> EngineOutput:
         if self._turn is None:
             self._turn = asyncio.Lock()  # FIFO: each token goes to the request that waited longest
+        self.received.append(request.request_id)
         started = time.perf_counter()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -144,5 +147,5 @@ class BrokenEngine(FakeEngine):
             await asyncio.sleep(0)
             raise RequestError("engine core died", transient=True)
         out = await super()._answer(request)
-        self.broken = request.stage == self.stage
+        self.broken = self.broken or request.stage == self.stage
         return out
