@@ -98,6 +98,10 @@ class EngineConfig(_Strict):
     ``request_timeout_s``; no request succeeded in between — after which the job stops sending and fails with
     an EngineError, keeping the documents already finished (a rerun resumes). Rejected requests and HTTP 429
     (the server asks to be called later) neither count nor reset the count."""
+    circuit_breaker_after_s: Annotated[float, Field(ge=0)] = 60
+    """The circuit breaker opens only when, besides ``circuit_breaker_failures`` failures in a row, no request
+    has succeeded for this long: a server restart that fails the 64 requests in flight at once is survived
+    (their retries succeed), a stopped engine is not."""
     max_restarts: Annotated[int, Field(ge=0)] = 3
     """Times Ray restarts a crashed engine actor; requests in flight on it are retried after the restart."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)

@@ -721,7 +721,8 @@ class Job:
         started_at = time.time()
         model = self.engine.info.model
         sink = ResultLog(self.spec.output, self.job_id)
-        if self.spec.cache.enabled and self.cache is None:
+        opened_cache = self.spec.cache.enabled and self.cache is None
+        if opened_cache:
             self.cache = RequestCache(self.spec.cache.path or self.spec.output / "cache.sqlite")
         tally = _Tally()
         slots = asyncio.Semaphore(self.spec.limits.max_documents_in_flight)
@@ -811,6 +812,9 @@ class Job:
                 t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+        if opened_cache:
+            self.client.close()
+            self.cache = None
         summary = self._summary(tally, started_at, fatal)
         self.peak_buffered = sink.peak_buffered
         self.observer.job_done(summary)

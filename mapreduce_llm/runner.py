@@ -134,7 +134,7 @@ async def _run_on_server(
     if engine is not None:
         return await Job(spec, prompts, tokenizer, engine, on_result, observer).run()
     async with OpenAIEngine(spec.engine) as server:
-        return await Job(spec, prompts, tokenizer, server, on_result, observer).run()
+        return await Job(spec, prompts, tokenizer, server, on_result, observer, model_identity=server.identity).run()
 
 
 def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, Iterator[DocumentPlan | DocumentError]]:

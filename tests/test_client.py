@@ -23,7 +23,8 @@ PROMPT = select_prompts("summarize", PROMPTS).base
 
 
 def _config(**kwargs: object) -> EngineConfig:
-    return EngineConfig.model_validate({"retry_backoff_s": 0, "request_timeout_s": 0.2, **kwargs})
+    defaults = {"retry_backoff_s": 0, "request_timeout_s": 0.2, "circuit_breaker_after_s": 0}
+    return EngineConfig.model_validate({**defaults, **kwargs})
 
 
 def _request(client: EngineClient) -> EngineRequest:
@@ -117,6 +118,18 @@ def test_rejections_and_busy_answers_are_not_engine_faults(tokenizer: HFTokenize
 
     asyncio.run(go())
     assert client.breaker.failures == 2 and not client.breaker.is_open
+
+
+def test_a_short_outage_does_not_open_the_breaker(tokenizer: HFTokenizer) -> None:
+    """Many failures at once right after a success (a server restart) are retried, not taken for a dead engine:
+    the breaker also needs circuit_breaker_after_s without a success."""
+    down = [RequestError("connection refused", transient=True) for _ in range(6)]
+    engine = ScriptedEngine(tokenizer, down)
+    client = EngineClient(
+        engine, _config(request_retries=6, circuit_breaker_failures=2, circuit_breaker_after_s=60), job_id="j"
+    )
+    reply = asyncio.run(client.generate(_request(client), PROMPT))
+    assert reply.output.text == "fine" and client.requests_sent == 7 and not client.breaker.is_open
 
 
 def test_an_open_breaker_sends_nothing_more(tokenizer: HFTokenizer) -> None:

@@ -22,7 +22,14 @@ PROMPT = select_prompts("summarize", PROMPTS).base
 
 def _config(base_url: str = "http://fake/v1", **kwargs: object) -> EngineConfig:
     return EngineConfig.model_validate(
-        {"backend": "openai", "base_url": base_url, "http_retries": 3, "retry_backoff_s": 0.01, **kwargs}
+        {
+            "backend": "openai",
+            "base_url": base_url,
+            "http_retries": 3,
+            "retry_backoff_s": 0.01,
+            "circuit_breaker_after_s": 0,
+            **kwargs,
+        }
     )
 
 

@@ -211,7 +211,9 @@ def test_a_dead_engine_trips_the_circuit_breaker_and_keeps_finished_documents(
 ) -> None:
     """The engine fails every attempt after the first document: the job fails with EngineError after
     circuit_breaker_failures attempts in a row, in bounded time, with the first document kept."""
-    spec = _spec(tmp_path, _corpus(tmp_path, 3), request_retries=10, circuit_breaker_failures=4)
+    spec = _spec(
+        tmp_path, _corpus(tmp_path, 3), request_retries=10, circuit_breaker_failures=4, circuit_breaker_after_s=0
+    )
     spec = spec.model_copy(update={"limits": spec.limits.model_copy(update={"max_documents_in_flight": 1})})
     engine = BrokenEngine(tokenizer, stage="reduce", max_model_len=1024)
     finished: list[DocumentResult] = []

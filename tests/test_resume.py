@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.errors import OutputInUseError
-from mapreduce_llm.fingerprints import model_fingerprint
+from mapreduce_llm.fingerprints import model_fingerprint, server_model_fingerprint
 from mapreduce_llm.pipeline import Job
 from mapreduce_llm.registry import select_prompts
 from mapreduce_llm.results import OutputLock
@@ -276,3 +276,12 @@ def test_reorder_buffer_is_bounded_behind_a_slow_document(tmp_path: Path, tokeni
     summary = asyncio.run(job.run())
     assert summary.resumed == 200 and summary.recomputed == {"input_changed": 1} and summary.errors == 100
     assert job.peak_buffered <= 20 + 4
+
+
+def test_a_served_model_is_identified_by_what_the_server_reports() -> None:
+    """Behind an OpenAI-compatible server the model's files are out of sight: its id, root and context length
+    identify it, so a server now serving another checkpoint under the same name gives a new identity."""
+    before = server_model_fingerprint("http://h:8000/v1", {"id": "m", "root": "/models/a", "max_model_len": 2048})
+    same = server_model_fingerprint("http://h:8000/v1/", {"id": "m", "root": "/models/a", "max_model_len": 2048})
+    moved = server_model_fingerprint("http://h:8000/v1", {"id": "m", "root": "/models/b", "max_model_len": 2048})
+    assert before == same and before != moved

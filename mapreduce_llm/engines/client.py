@@ -9,8 +9,9 @@ Every engine call of a job goes through :meth:`EngineClient.generate`:
 3. a transient failure (engine error, lost connection, HTTP 429/5xx, abandoned) is retried with exponential
    backoff and jitter, a bounded number of times (tenacity); then the request fails with RequestError and only
    its document fails;
-4. after ``circuit_breaker_failures`` failed attempts in a row with no success in between the engine is taken
-   for broken: the client stops sending and raises EngineError, which ends the job with what it finished;
+4. after ``circuit_breaker_failures`` failed attempts in a row, with no success for ``circuit_breaker_after_s``,
+   the engine is taken for broken: the client stops sending and raises EngineError, which ends the job with
+   what it finished;
 5. the output is stored in the cache and reported to the observer.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,23 +61,31 @@ class Reply:
 
 
 class CircuitBreaker:
-    """Counts failed engine attempts in a row; at ``threshold`` it opens for good and every call raises.
+    """Counts failed engine attempts in a row; it opens for good — every call raises — once ``threshold`` of
+    them came in a row and no attempt has succeeded for ``after_s`` seconds.
 
-    Written here rather than taken from a library: it is a counter and a message, and the libraries that exist
-    (pybreaker, circuitbreaker) are built for call-level decorators with half-open recovery, which a batch job
-    that should stop and be rerun does not want.
+    The time condition keeps a short outage from ending a job: 64 requests in flight that fail together when a
+    server restarts are 64 failures within a second, but the next success, after the retries' backoff, resets
+    the count. A stopped engine has had no success for at least ``request_timeout_s`` by the time its requests
+    fail, so it opens the breaker at once.
+
+    Written here rather than taken from a library: it is a counter, a clock and a message, and the libraries that
+    exist (pybreaker, circuitbreaker) are built for call-level decorators with half-open recovery, which a batch
+    job that should stop and be rerun does not want.
     """
 
-    def __init__(self, threshold: int, hint: str) -> None:
+    def __init__(self, threshold: int, hint: str, after_s: float = 0.0) -> None:
         self.threshold = threshold
+        self.after_s = after_s
         self.failures = 0
         """Failed attempts since the last success."""
         self._hint = hint
         self._open: str | None = None
+        self._last_success = time.monotonic()
 
     @property
     def is_open(self) -> bool:
-        """True once the threshold was reached: nothing more is sent."""
+        """True once the breaker opened: nothing more is sent."""
         return self._open is not None
 
     def check(self) -> None:
@@ -86,18 +96,21 @@ class CircuitBreaker:
     def succeeded(self) -> None:
         """An attempt succeeded: the run of failures is over."""
         self.failures = 0
+        self._last_success = time.monotonic()
 
     def failed(self, error: BaseException) -> None:
         """An attempt failed; raises EngineError when this failure opens the breaker."""
         self.failures += 1
-        if self.failures >= self.threshold and self._open is None:
+        quiet_s = time.monotonic() - self._last_success
+        if self.failures >= self.threshold and quiet_s >= self.after_s and self._open is None:
             self._open = (
-                f"the engine failed {self.failures} attempts in a row with no success in between "
-                f"(engine.circuit_breaker_failures={self.threshold}); last error: {error}. The job stops sending "
-                f"requests; finished documents are kept and a rerun resumes. Check {self._hint}, or raise "
-                "engine.circuit_breaker_failures if the engine is only briefly unavailable"
+                f"the engine failed {self.failures} attempts in a row with no success for {quiet_s:.0f}s "
+                f"(engine.circuit_breaker_failures={self.threshold}, circuit_breaker_after_s={self.after_s:g}); "
+                f"last error: {error}. The job stops sending requests; finished documents are kept and a rerun "
+                f"resumes. Check {self._hint}, or raise engine.circuit_breaker_failures if the engine is only "
+                "briefly unavailable"
             )
-            log.error("engine.circuit_open", failures=self.failures, last_error=str(error))
+            log.error("engine.circuit_open", failures=self.failures, quiet_s=round(quiet_s, 1), last_error=str(error))
         self.check()
 
 
@@ -128,7 +141,9 @@ class EngineClient:
         self.job_id = job_id
         self.cache = cache
         self.observer = observer
-        self.breaker = CircuitBreaker(config.circuit_breaker_failures, _engine_hint(config))
+        self.breaker = CircuitBreaker(
+            config.circuit_breaker_failures, _engine_hint(config), config.circuit_breaker_after_s
+        )
         self.requests_sent = 0
         """Attempts sent to the engine (retries included)."""
         self.requests_from_cache = 0

@@ -33,6 +33,7 @@ from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_a
 from mapreduce_llm.config import EngineConfig
 from mapreduce_llm.engines.base import EngineBusy, EngineInfo, EngineOutput, EngineRequest
 from mapreduce_llm.errors import EngineError, RequestError
+from mapreduce_llm.fingerprints import server_model_fingerprint
 
 log = structlog.get_logger(__name__)
 
@@ -71,6 +72,9 @@ class OpenAIEngine:
         self._slots: asyncio.Semaphore | None = None
         self._info: EngineInfo | None = None
         self._server_model = ""
+        self.identity: str | None = None
+        """The served model's identity for fingerprints and cache keys: what the server says of it (id, root,
+        context length), since its files cannot be read from here. Set on start."""
         self._streamed = 0
         self.retries = 0
         """Model listings sent again after a transient failure, since start."""
@@ -122,6 +126,7 @@ class OpenAIEngine:
                 f"the server at {cfg.base_url} does not serve {name!r}; it serves: {', '.join(sorted(models))}"
             )
         self._server_model = name  # served_model_name may rename it in results; the server knows this id
+        self.identity = server_model_fingerprint(str(cfg.base_url), models[name])
         # vLLM reports the context length; other servers may not, then the configured one is used. An
         # explicitly configured max_model_len below the server's caps the budgets.
         served = models[name].get("max_model_len")
