@@ -19,7 +19,7 @@ Each record is then judged on three things the model cannot talk its way through
   near 0, while inside a string value almost every token is allowed and the logprob is the model's own.
 
 Which confidence and relevance are high enough is measured per model on a dev set
-(``benchmarks/calibrate.py``) and stored beside the prompt version (see :mod:`mapreduce_llm.calibration`),
+(``benchmarks/calibrate.py``) and stored beside the prompt version (see :mod:`mapreduce_llm.prompts.calibration`),
 never fixed in code.
 """
 
@@ -29,11 +29,12 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from rapidfuzz import fuzz
 
+from mapreduce_llm.common import MapStatus
 from mapreduce_llm.engines.base import EngineOutput
 from mapreduce_llm.results import Provenance
 
@@ -213,9 +214,6 @@ def _first_sentence(text: str) -> str:
     """Up to and including the first full stop that ends a sentence (or the whole text)."""
     match = re.search(r"[.!?](\s|$)", text.strip())
     return text.strip()[: match.start() + 1] if match else text.strip()
-
-
-MapStatus = Literal["kept", "not_found", "unsupported", "low_confidence", "off_topic", "parse_failure"]
 
 
 def classify(

@@ -405,7 +405,7 @@ def default_baselines_dir() -> Path:
 
 def save_baseline(baseline: Baseline, directory: Path) -> Path:
     """Write ``DIR/NAME.json`` atomically; returns its path."""
-    from mapreduce_llm.results import write_atomic
+    from mapreduce_llm.output import write_atomic
 
     path = baseline_path(directory, baseline.name)
     write_atomic(path, json.dumps(baseline.model_dump(), indent=1) + "\n")

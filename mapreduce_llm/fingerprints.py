@@ -8,7 +8,7 @@ Every result carries two hashes:
   chunking, retrieval and reduce settings, and the model's identity.
 
 A rerun into the same output folder reuses a finished result only when both match (see
-:class:`mapreduce_llm.results.ResultLog`); anything else is recomputed, with the request cache keeping the
+:class:`mapreduce_llm.output.ResultLog`); anything else is recomputed, with the request cache keeping the
 unchanged requests free.
 
 The model's identity comes from its files, not its folder name: the SHA-256 of every file in the model folder

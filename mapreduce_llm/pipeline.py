@@ -52,6 +52,7 @@ from mapreduce_llm.engines.base import Engine, EngineOutput, EngineRequest, Stag
 from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.errors import BudgetError, DocumentError, EngineError, RequestError
 from mapreduce_llm.fingerprints import digest, input_fingerprint
+from mapreduce_llm.output import ResultLog
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptRef
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, reduce_tree
@@ -66,7 +67,6 @@ from mapreduce_llm.results import (
     Provenance,
     ReretrievalInfo,
     ReretrievalRound,
-    ResultLog,
     RetrievalInfo,
     Timings,
     Usage,

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from mapreduce_llm.chunking import chunk_text
+from mapreduce_llm.common import ReduceStage as ReduceStage  # re-exported: callers import it from here
 from mapreduce_llm.errors import DocumentError
 from mapreduce_llm.planning import DocumentPlan
 from mapreduce_llm.tokenization import Tokenizer
@@ -43,7 +43,6 @@ class Partial:
     mean_logprob: float | None = None
 
 
-ReduceStage = Literal["collapse", "reduce"]
 CallFn = Callable[[ReduceStage, list[int], Sequence[Partial], int], Awaitable[Partial]]
 """Runs one collapse/reduce call: (stage, the ``{partials}`` token ids, the partials, level) → output."""
 

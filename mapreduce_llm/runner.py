@@ -20,10 +20,11 @@ from mapreduce_llm.engines.base import Engine
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.fingerprints import model_fingerprint
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
+from mapreduce_llm.output import OutputLock
 from mapreduce_llm.pipeline import Job, JobObserver
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.registry import PromptSelection, select_prompts
-from mapreduce_llm.results import DocumentResult, JobSummary, OutputLock
+from mapreduce_llm.results import DocumentResult, JobSummary
 from mapreduce_llm.tokenization import HFTokenizer, TiktokenTokenizer, Tokenizer
 
 log = structlog.get_logger(__name__)

@@ -5,12 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,9 +15,9 @@ from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.errors import OutputInUseError
 from mapreduce_llm.fingerprints import model_fingerprint, server_model_fingerprint
+from mapreduce_llm.output import OutputLock
 from mapreduce_llm.pipeline import Job
 from mapreduce_llm.registry import select_prompts
-from mapreduce_llm.results import OutputLock
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 from tests.fakes import FakeEngine
@@ -158,18 +153,6 @@ def test_errors_and_old_records_are_recomputed(tmp_path: Path, tokenizer: HFToke
     assert [r["status"] for r in again] == ["ok", "ok", "ok"]
 
 
-def test_second_job_into_a_folder_in_use_is_refused(tmp_path: Path) -> None:
-    """A second writer gets an error naming the job that holds the folder; it can write once that one ends."""
-    first = OutputLock(tmp_path / "out", "nightly-summaries")
-    first.acquire()
-    with pytest.raises(OutputInUseError, match=r"in use by job 'nightly-summaries' \(pid \d+"):
-        OutputLock(tmp_path / "out", "other").acquire()
-    first.release()
-    second = OutputLock(tmp_path / "out", "other")
-    second.acquire()
-    second.release()
-
-
 def test_job_into_a_folder_in_use_fails_before_any_work(tmp_path: Path, tokenizer: HFTokenizer) -> None:
     """Job.run refuses at once, sends nothing and leaves the other job's files alone."""
     src = _write(tmp_path / "in.jsonl", ROWS)
@@ -182,33 +165,6 @@ def test_job_into_a_folder_in_use_fails_before_any_work(tmp_path: Path, tokenize
     assert engine.requests == []
     assert (tmp_path / "out" / "results.partial.jsonl").read_text() == "the other job's line\n"
     holder.release()
-
-
-def test_lock_of_a_killed_job_does_not_block(tmp_path: Path) -> None:
-    """A job killed by SIGKILL leaves its lock file behind, but not the lock: the next job starts."""
-    script = textwrap.dedent(
-        f"""
-        import sys, time
-        from pathlib import Path
-        from mapreduce_llm.results import OutputLock
-        lock = OutputLock(Path({str(tmp_path / "out")!r}), "killed-job")
-        lock.acquire()
-        print("locked", flush=True)
-        time.sleep(60)
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
-        with pytest.raises(OutputInUseError, match="killed-job"):
-            OutputLock(tmp_path / "out", "next").acquire()
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    assert (tmp_path / "out" / ".lock").exists()
-    lock = OutputLock(tmp_path / "out", "next")
-    lock.acquire()
-    lock.release()
 
 
 class BuggyEngine(FakeEngine):

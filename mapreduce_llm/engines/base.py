@@ -9,12 +9,10 @@ production backend, test doubles live under tests/.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
+from mapreduce_llm.common import StageName as StageName  # re-exported: callers import it from here
 from mapreduce_llm.errors import RequestError
-
-StageName = Literal["map", "collapse", "reduce", "reretrieve"]
-"""Stages of engine calls; ``reretrieve`` runs the map prompt over re-retrieved passages."""
 
 
 @dataclass(frozen=True, slots=True)
