@@ -43,8 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from answer_jobs import ROOT, needles, run, started_engine, write_jsonl
 
-from mapreduce_llm.calibration import ModelCalibration, write_calibration
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import ModelCalibration, select_prompts, write_calibration
 from mapreduce_llm.results import DocumentResult
 
 

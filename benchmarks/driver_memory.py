@@ -217,7 +217,7 @@ def run_job(
     """Run a Job over ``corpus`` into ``output`` with :class:`SlowFirstEngine`; what the driver kept, as a dict."""
     from mapreduce_llm import pipeline
     from mapreduce_llm.config import JobSpec
-    from mapreduce_llm.registry import select_prompts
+    from mapreduce_llm.prompts import select_prompts
 
     if tokenizer is None:
         from mapreduce_llm.model_store import ensure_embedded_model

@@ -42,7 +42,7 @@ from mapreduce_llm.config import ChunkingConfig, JobSpec
 from mapreduce_llm.documents import Document
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
 from mapreduce_llm.planning import plan_document
-from mapreduce_llm.registry import resolve_prompt
+from mapreduce_llm.prompts import resolve_prompt
 from mapreduce_llm.runner import run_job
 from mapreduce_llm.tokenization import HFTokenizer
 

@@ -31,8 +31,8 @@ from mapreduce_llm.documents import Document
 from mapreduce_llm.engines.dtype import choose_dtype
 from mapreduce_llm.model_store import ensure_embedded_model
 from mapreduce_llm.planning import DocumentPlan, plan_document
+from mapreduce_llm.prompts import resolve_prompt
 from mapreduce_llm.reduce import Partial, joined_ids, joined_size, pack, resplit
-from mapreduce_llm.registry import resolve_prompt
 from mapreduce_llm.tokenization import HFTokenizer
 
 CORPUS = Path(__file__).resolve().parent / "corpus" / "docs"

@@ -26,17 +26,10 @@ from typing import TypeVar
 import structlog
 
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
-from mapreduce_llm.prompts import PromptFile
 
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
-
-
-def prompt_hash(prompt: PromptFile) -> str:
-    """Content hash of a prompt version: its validated fields that differ from their defaults, so neither
-    formatting-only edits nor a new optional field in a later release of this package change it."""
-    return hashlib.sha256(prompt.model_dump_json(exclude_defaults=True).encode()).hexdigest()
 
 
 def request_key(request: EngineRequest, prompt_hash: str, model: str) -> str:

@@ -360,8 +360,7 @@ def prompts() -> None:
 @_DIR_OPTION
 def prompts_list(prompts_dir: Path | None) -> None:
     """List tasks, versions, labels and rollouts."""
-    from mapreduce_llm.prompts import list_tasks, list_versions, load_prompt_file
-    from mapreduce_llm.registry import load_labels
+    from mapreduce_llm.prompts import list_tasks, list_versions, load_labels, load_prompt_file
 
     root = _root(prompts_dir)
     for task in list_tasks(root):
@@ -382,7 +381,7 @@ def prompts_list(prompts_dir: Path | None) -> None:
 @_DIR_OPTION
 def prompts_show(reference: str, prompts_dir: Path | None) -> None:
     """Print a prompt version (TASK, TASK@VERSION or TASK@LABEL)."""
-    from mapreduce_llm.registry import resolve_prompt
+    from mapreduce_llm.prompts import resolve_prompt
 
     ref = resolve_prompt(reference, _root(prompts_dir))
     click.echo(f"# {ref.ref} ({ref.path})")
@@ -397,7 +396,7 @@ def prompts_diff(old: str, new: str, prompts_dir: Path | None) -> None:
     """Unified diff between two prompt versions (references as for `show`)."""
     import difflib
 
-    from mapreduce_llm.registry import resolve_prompt
+    from mapreduce_llm.prompts import resolve_prompt
 
     a, b = resolve_prompt(old, _root(prompts_dir)), resolve_prompt(new, _root(prompts_dir))
     lines = difflib.unified_diff(
@@ -428,7 +427,7 @@ def prompts_render(reference: str, input_: Path, max_model_len: int, limit: int,
     from mapreduce_llm.documents import read_documents
     from mapreduce_llm.model_store import ensure_embedded_model
     from mapreduce_llm.planning import plan_document
-    from mapreduce_llm.registry import select_prompts
+    from mapreduce_llm.prompts import select_prompts
     from mapreduce_llm.tokenization import HFTokenizer
 
     selection = select_prompts(reference, _root(prompts_dir))
@@ -454,7 +453,7 @@ def prompts_render(reference: str, input_: Path, max_model_len: int, limit: int,
 @_DIR_OPTION
 def prompts_promote(task: str, version: str, label: str, prompts_dir: Path | None) -> None:
     """Point a label at a released version (edits labels.yaml only)."""
-    from mapreduce_llm.registry import promote
+    from mapreduce_llm.prompts import promote
 
     path = promote(_root(prompts_dir), task, version, label)
     click.echo(f"{task}@{label} -> {version} ({path})")
@@ -468,7 +467,7 @@ def prompts_promote(task: str, version: str, label: str, prompts_dir: Path | Non
 @_DIR_OPTION
 def prompts_rollout(task: str, version: str, weight: float, base: str | None, prompts_dir: Path | None) -> None:
     """Give a version a sticky percentage of documents under `TASK` (edits labels.yaml only)."""
-    from mapreduce_llm.registry import load_labels, set_rollout
+    from mapreduce_llm.prompts import load_labels, set_rollout
 
     root = _root(prompts_dir)
     path = set_rollout(root, task, version, weight, base)
@@ -484,7 +483,7 @@ def prompts_rollout(task: str, version: str, weight: float, base: str | None, pr
 @_DIR_OPTION
 def prompts_check(prompts_dir: Path | None) -> None:
     """Fail if a released prompt file was edited or deleted, or a file is invalid or unreleased."""
-    from mapreduce_llm.registry import check_lock
+    from mapreduce_llm.prompts import check_lock
 
     problems = check_lock(_root(prompts_dir))
     for problem in problems:
@@ -498,7 +497,7 @@ def prompts_check(prompts_dir: Path | None) -> None:
 @_DIR_OPTION
 def prompts_lock(prompts_dir: Path | None) -> None:
     """Release new version files: record their hashes in prompts.lock (existing entries never change)."""
-    from mapreduce_llm.registry import lock_new_versions
+    from mapreduce_llm.prompts import lock_new_versions
 
     added = lock_new_versions(_root(prompts_dir))
     click.echo("released: " + (", ".join(added) if added else "nothing new"))

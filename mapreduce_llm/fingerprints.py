@@ -113,7 +113,7 @@ def model_fingerprint(folder: Path, store: Path | None = None) -> str:
     Hidden files (e.g. a conversion marker) are left out: they are not part of the model.
     """
     if store is None:
-        from mapreduce_llm.model_store import cache_dir
+        from mapreduce_llm.paths import cache_dir
 
         store = cache_dir() / "file-hashes.json"
     hashes = FileHashes(store)

@@ -445,8 +445,7 @@ def build_observer(
     the baseline loaded from ``baselines_dir`` (default :func:`~mapreduce_llm.drift.default_baselines_dir`);
     the task's prompt labels exported for canary-vs-production views."""
     from mapreduce_llm.drift import default_baselines_dir, load_baseline
-    from mapreduce_llm.prompts import default_prompts_dir
-    from mapreduce_llm.registry import load_labels
+    from mapreduce_llm.prompts import default_prompts_dir, load_labels
 
     reference = load_baseline(baselines_dir or default_baselines_dir(), baseline) if baseline else None
     use_embeddings = embed if embed is not None else reference is not None

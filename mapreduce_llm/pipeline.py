@@ -43,8 +43,7 @@ from mapreduce_llm.answers import (
     span_confidence,
     value_span,
 )
-from mapreduce_llm.cache import RequestCache, prompt_hash
-from mapreduce_llm.calibration import ModelCalibration, load_calibration
+from mapreduce_llm.cache import RequestCache
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import Document, read_documents
 from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
@@ -54,9 +53,8 @@ from mapreduce_llm.errors import BudgetError, DocumentError, EngineError, Reques
 from mapreduce_llm.fingerprints import digest, input_fingerprint
 from mapreduce_llm.output import ResultLog
 from mapreduce_llm.planning import DocumentPlan, plan_document
-from mapreduce_llm.prompts import PromptRef
+from mapreduce_llm.prompts import ModelCalibration, PromptRef, PromptSelection, load_calibration, prompt_hash
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, reduce_tree
-from mapreduce_llm.registry import PromptSelection
 from mapreduce_llm.results import (
     DocumentResult,
     ErrorInfo,

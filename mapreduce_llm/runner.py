@@ -23,7 +23,7 @@ from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
 from mapreduce_llm.output import OutputLock
 from mapreduce_llm.pipeline import Job, JobObserver
 from mapreduce_llm.planning import DocumentPlan, plan_document
-from mapreduce_llm.registry import PromptSelection, select_prompts
+from mapreduce_llm.prompts import PromptSelection, select_prompts
 from mapreduce_llm.results import DocumentResult, JobSummary
 from mapreduce_llm.tokenization import HFTokenizer, TiktokenTokenizer, Tokenizer
 

@@ -28,8 +28,7 @@ import yaml
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import input_kind, walk_folder
 from mapreduce_llm.errors import MapReduceError
-from mapreduce_llm.prompts import default_prompts_dir
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import default_prompts_dir, select_prompts
 
 ENTRYPOINT = "mapreduce-llm run spec.yaml --no-progress"
 """What the cluster runs, inside the uploaded working folder."""

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from mapreduce_llm.calibration import ModelCalibration, write_calibration
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineRequest
 from mapreduce_llm.metrics import JobMetrics, MetricsObserver
 from mapreduce_llm.pipeline import Job
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import ModelCalibration, select_prompts, write_calibration
 from mapreduce_llm.results import DocumentResult
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS

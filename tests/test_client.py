@@ -13,8 +13,7 @@ from mapreduce_llm.config import EngineConfig
 from mapreduce_llm.engines.base import EngineBusy, EngineOutput, EngineRequest
 from mapreduce_llm.engines.client import EngineClient, Reply
 from mapreduce_llm.errors import EngineError, RequestError
-from mapreduce_llm.prompts import PromptRef
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import PromptRef, select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 from tests.fakes import FakeEngine

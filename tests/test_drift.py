@@ -33,7 +33,7 @@ from mapreduce_llm.drift import (
 )
 from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.planning import plan_document
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 from tests.fake_embeddings import FakeEmbedder

@@ -22,7 +22,7 @@ from mapreduce_llm.embeddings import Vectors
 from mapreduce_llm.metrics import JobMetrics, MetricsObserver, push_metrics, serve_metrics
 from mapreduce_llm.pipeline import Job
 from mapreduce_llm.planning import DocumentPlan, plan_document
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import DocumentResult, JobSummary, PromptInfo
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS

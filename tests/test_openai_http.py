@@ -12,7 +12,7 @@ from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.engines.openai_http import OpenAIEngine, _output
 from mapreduce_llm.errors import ConfigError, EngineError, RequestError
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import select_prompts
 from tests.conftest import PROMPTS
 from tests.fake_openai import FakeOpenAIServer, serve
 

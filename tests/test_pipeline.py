@@ -15,8 +15,7 @@ from mapreduce_llm.documents import Document
 from mapreduce_llm.engines.base import EngineRequest
 from mapreduce_llm.errors import DocumentError
 from mapreduce_llm.pipeline import Job
-from mapreduce_llm.prompts import Message, PromptFile, PromptRef
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import Message, PromptFile, PromptRef, select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 from tests.fakes import FakeEngine
@@ -192,7 +191,7 @@ def test_canary_rollout_over_forty_documents(tmp_path: Path, tokenizer: HFTokeni
     """qa at a 50% canary: both versions run, about half each, and a rerun gives every document the same one."""
     import shutil
 
-    from mapreduce_llm.registry import set_rollout
+    from mapreduce_llm.prompts import set_rollout
 
     prompts = tmp_path / "prompts"
     shutil.copytree(PROMPTS, prompts)

@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mapreduce_llm.errors import ConfigError, PromptError
+from mapreduce_llm.errors import PromptError
 from mapreduce_llm.prompts import (
+    document_values,
     list_tasks,
     load_prompt_file,
     render_stage,
+    resolve_prompt,
 )
-from mapreduce_llm.registry import resolve_prompt
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 
@@ -63,20 +64,6 @@ def test_invalid_prompt_files_name_file_and_field(tmp_path: Path, change: dict[s
     assert message in str(info.value) and str(path) in str(info.value)
 
 
-def test_references_resolve_to_latest_or_pinned(tmp_path: Path) -> None:
-    """Without labels TASK picks the highest version; TASK@VERSION pins; unknown versions and labels fail clearly."""
-    _write(tmp_path, BASE, "1.2.0")
-    _write(tmp_path, BASE, "1.10.0")
-    assert resolve_prompt("t", tmp_path).version == "1.10.0"
-    assert resolve_prompt("t@1.2.0", tmp_path).version == "1.2.0"
-    with pytest.raises(ConfigError, match=r"released versions: 1\.2\.0, 1\.10\.0"):
-        resolve_prompt("t@2.0.0", tmp_path)
-    with pytest.raises(ConfigError, match="no label 'latest'"):
-        resolve_prompt("t@latest", tmp_path)
-    with pytest.raises(ConfigError, match="available: t"):
-        resolve_prompt("nope", tmp_path)
-
-
 def test_rendering_matches_chat_template_with_slot_last(tokenizer: HFTokenizer, tmp_path: Path) -> None:
     """The chunk sits after the instructions; prefix + chunk + suffix is the chat-rendered prompt."""
     pf = load_prompt_file(_write(tmp_path, BASE))
@@ -105,3 +92,13 @@ def test_document_text_is_never_evaluated(tokenizer: HFTokenizer, tmp_path: Path
     template_only = stage.request_ids([])
     # The only control tokens are those of the chat template itself.
     assert sum(i in control for i in ids) == sum(i in control for i in template_only)
+
+
+def test_document_values_come_from_question_and_metadata(tmp_path: Path) -> None:
+    """Declared variables are filled from the question or metadata (as text); a missing one is named."""
+    pf = load_prompt_file(
+        _write(tmp_path, {**BASE, "variables": ["question", "year"], "reduce": {"user": "{year}{partials}{question}"}})
+    )
+    assert document_values(pf, "Who?", {"year": 1999}) == {"question": "Who?", "year": "1999"}
+    with pytest.raises(KeyError, match="year"):
+        document_values(pf, "Who?", {"year": "  "})

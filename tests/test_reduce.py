@@ -11,8 +11,8 @@ import pytest
 from mapreduce_llm.config import ChunkingConfig
 from mapreduce_llm.documents import Document
 from mapreduce_llm.planning import plan_document
+from mapreduce_llm.prompts import resolve_prompt
 from mapreduce_llm.reduce import Partial, ReduceStage, SourceSpan, pack, reduce_tree, resplit
-from mapreduce_llm.registry import resolve_prompt
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 

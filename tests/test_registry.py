@@ -1,4 +1,4 @@
-"""The prompt registry: references, labels, sticky rollouts, and the lock that keeps releases immutable."""
+"""The prompt registry: versions on disk, references, labels and sticky rollouts."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ from click.testing import CliRunner
 
 from mapreduce_llm.cli import cli
 from mapreduce_llm.errors import ConfigError, PromptError
-from mapreduce_llm.registry import (
+from mapreduce_llm.prompts import (
     bucket,
     check_lock,
+    list_tasks,
+    list_versions,
     load_labels,
     promote,
+    resolve_prompt,
     select_prompts,
     set_rollout,
 )
@@ -28,41 +31,6 @@ def prompts(tmp_path: Path) -> Path:
     root = tmp_path / "prompts"
     shutil.copytree(PROMPTS, root)
     return root
-
-
-def test_shipped_prompts_pass_the_check() -> None:
-    """Every shipped version is released and unchanged (what CI checks)."""
-    assert check_lock(PROMPTS) == []
-    result = CliRunner().invoke(cli, ["prompts", "check", "--dir", str(PROMPTS)])
-    assert result.exit_code == 0, result.output
-
-
-def test_editing_a_released_version_fails_the_check(prompts: Path) -> None:
-    """An edited release is named by `prompts check`, which exits non-zero."""
-    path = prompts / "qa" / "1.0.0.yaml"
-    path.write_text(path.read_text().replace("one short sentence", "two sentences"))
-    problems = check_lock(prompts)
-    assert len(problems) == 1 and str(path) in problems[0] and "released version was edited" in problems[0]
-    result = CliRunner().invoke(cli, ["prompts", "check", "--dir", str(prompts)])
-    assert result.exit_code == 1 and str(path) in result.output
-
-
-def test_new_version_needs_release_then_passes(prompts: Path) -> None:
-    """A new version file is reported until `prompts lock` releases it; lock never rewrites old entries."""
-    shutil.copy(prompts / "qa" / "1.1.0.yaml", prompts / "qa" / "1.2.0.yaml")
-    assert any("qa/1.2.0.yaml: not in prompts.lock" in p for p in check_lock(prompts))
-    result = CliRunner().invoke(cli, ["prompts", "lock", "--dir", str(prompts)])
-    assert result.exit_code == 0 and "qa/1.2.0.yaml" in result.output
-    assert check_lock(prompts) == []
-    (prompts / "qa" / "1.0.0.yaml").write_text("description: changed\n")
-    CliRunner().invoke(cli, ["prompts", "lock", "--dir", str(prompts)])
-    assert any("released version was edited" in p for p in check_lock(prompts))
-
-
-def test_deleting_a_release_fails_the_check(prompts: Path) -> None:
-    """Released versions are kept: deleting one is reported."""
-    (prompts / "summarize" / "1.0.0.yaml").unlink()
-    assert any("was deleted" in p for p in check_lock(prompts))
 
 
 def test_references_pin_label_or_roll_out(prompts: Path) -> None:
@@ -157,3 +125,29 @@ def test_changing_one_split_keeps_the_order_of_the_others(prompts: Path) -> None
     assert [s.version for s in load_labels(prompts, "qa").rollout.splits] == ["1.2.0"]  # type: ignore[union-attr]
     set_rollout(prompts, "qa", "1.2.0", 0)
     assert load_labels(prompts, "qa").rollout is None
+
+
+def test_references_resolve_to_latest_or_pinned(tmp_path: Path) -> None:
+    """Without labels TASK picks the highest version; TASK@VERSION pins; unknown versions and labels fail clearly."""
+    (tmp_path / "t").mkdir()
+    for version in ("1.2.0", "1.10.0"):
+        shutil.copy(PROMPTS / "qa" / "1.0.0.yaml", tmp_path / "t" / f"{version}.yaml")
+    assert resolve_prompt("t", tmp_path).version == "1.10.0"
+    assert resolve_prompt("t@1.2.0", tmp_path).version == "1.2.0"
+    with pytest.raises(ConfigError, match=r"released versions: 1\.2\.0, 1\.10\.0"):
+        resolve_prompt("t@2.0.0", tmp_path)
+    with pytest.raises(ConfigError, match="no label 'latest'"):
+        resolve_prompt("t@latest", tmp_path)
+    with pytest.raises(ConfigError, match="available: t"):
+        resolve_prompt("nope", tmp_path)
+
+
+def test_versions_sort_by_number_and_only_released_files_count(tmp_path: Path) -> None:
+    """Versions are semver file names sorted numerically; other files and empty folders are not versions."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ("1.10.0.yaml", "1.2.0.yaml", "1.2.0.calibration.yaml", "labels.yaml", "draft.yaml"):
+        shutil.copy(PROMPTS / "qa" / "1.0.0.yaml", folder / name)
+    assert list_versions(tmp_path, "t") == ["1.2.0", "1.10.0"]
+    assert list_tasks(tmp_path) == ["t"] and list_tasks(tmp_path / "missing") == []

@@ -19,7 +19,7 @@ from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.errors import EngineError, RequestError
 from mapreduce_llm.pipeline import Job
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import DocumentResult
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
@@ -362,8 +362,7 @@ def test_ctrl_c_flushes_and_the_rerun_resumes(tmp_path: Path) -> None:
 def test_prompt_hash_ignores_defaults_but_not_content() -> None:
     """A field left at its default does not count (a new optional field in a later release keeps old cache
     entries valid); any real change does."""
-    from mapreduce_llm.cache import prompt_hash
-    from mapreduce_llm.prompts import PromptFile
+    from mapreduce_llm.prompts import PromptFile, prompt_hash
 
     base = select_prompts("qa@1.0.0", PROMPTS).base.file
     spelled_out = PromptFile.model_validate({**base.model_dump(), "output": "text", "query": None})

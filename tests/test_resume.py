@@ -17,7 +17,7 @@ from mapreduce_llm.errors import OutputInUseError
 from mapreduce_llm.fingerprints import model_fingerprint, server_model_fingerprint
 from mapreduce_llm.output import OutputLock
 from mapreduce_llm.pipeline import Job
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS
 from tests.fakes import FakeEngine

@@ -33,11 +33,11 @@ from tenacity import (
     wait_random,
 )
 
-from mapreduce_llm.cache import RequestCache, prompt_hash, request_key
+from mapreduce_llm.cache import RequestCache, request_key
 from mapreduce_llm.config import EngineConfig
 from mapreduce_llm.engines.base import Engine, EngineBusy, EngineOutput, EngineRequest, StageName
 from mapreduce_llm.errors import EngineError, RequestError
-from mapreduce_llm.prompts import PromptRef
+from mapreduce_llm.prompts import PromptRef, prompt_hash
 
 log = structlog.get_logger(__name__)
 

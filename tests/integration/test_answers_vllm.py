@@ -14,7 +14,7 @@ from mapreduce_llm.engines.base import EngineRequest
 from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
 from mapreduce_llm.model_store import ensure_embedded_model
 from mapreduce_llm.planning import plan_document
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import DocumentResult
 from mapreduce_llm.runner import run_job
 from mapreduce_llm.tokenization import HFTokenizer

@@ -27,12 +27,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from mapreduce_llm.calibration import load_calibration, write_calibration
 from mapreduce_llm.cli import cli
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
 from mapreduce_llm.metrics import build_observer, job_task, push_metrics, serve_metrics
-from mapreduce_llm.registry import select_prompts
+from mapreduce_llm.prompts import load_calibration, select_prompts, write_calibration
 from mapreduce_llm.runner import run_job
 from tests.conftest import CORPUS, PROMPTS, ROOT
 from tests.integration.conftest import TEST_ENGINE

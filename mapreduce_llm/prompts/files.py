@@ -1,4 +1,4 @@
-"""Prompt files, and rendering them into exact token ids.
+"""Prompt files: the schema of one prompt version, the checks on its templates, and loading it.
 
 A prompt version is one YAML file, ``prompts/<task>/<version>.yaml``, with three stages:
 
@@ -8,9 +8,7 @@ A prompt version is one YAML file, ``prompts/<task>/<version>.yaml``, with three
 
 Templates use ``{name}`` placeholders (``{{`` and ``}}`` for literal braces). Besides ``chunk`` and
 ``partials``, a template may use the variables the file declares (e.g. ``question``), filled from the
-document's fields. Values are inserted as *data*: they are tokenized with special tokens split, after the
-template has been rendered, so text such as ``{document}``, ``{{ x }}``, ``{% if %}`` or ``<|im_start|>`` in
-a document is never evaluated as a template or read as a control token.
+document's fields (see :mod:`mapreduce_llm.prompts.render` for how values are kept data).
 
 Instructions come first and the chunk last, so vLLM's prefix cache shares the instruction tokens between
 all chunks of a job.
@@ -18,17 +16,17 @@ all chunks of a job.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mapreduce_llm.errors import PromptError
-from mapreduce_llm.tokenization import Tokenizer
 
 Stage = Literal["map", "collapse", "reduce"]
 STAGES: tuple[Stage, ...] = ("map", "collapse", "reduce")
@@ -36,9 +34,6 @@ SLOT = {"map": "chunk", "collapse": "partials", "reduce": "partials"}
 """The variable each stage's user message must contain once: what the stage works on."""
 
 VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
-_SENTINEL_RE = re.compile("\ue000(\\d+)\ue001")
-_SLOT_INDEX = 999_999_999
-_SLOT_MARK = f"\ue000{_SLOT_INDEX}\ue001"
 
 
 class _Strict(BaseModel):
@@ -138,19 +133,6 @@ class PromptRef:
         return f"{self.task}@{self.version}"
 
 
-def default_prompts_dir() -> Path:
-    """``$MAPREDUCE_LLM_PROMPTS``, else ./prompts, else the prompts/ folder beside the package."""
-    import os
-
-    env = os.environ.get("MAPREDUCE_LLM_PROMPTS")
-    if env:
-        return Path(env)
-    local = Path("prompts")
-    if local.is_dir():
-        return local.resolve()
-    return Path(__file__).resolve().parent.parent / "prompts"
-
-
 def _fields(template: str, where: str, path: Path) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
@@ -245,93 +227,7 @@ def load_prompt_file(path: Path) -> PromptFile:
     return pf
 
 
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in version.split("."))
-
-
-def list_versions(prompts_dir: Path, task: str) -> list[str]:
-    """Released versions of a task, oldest first."""
-    folder = prompts_dir / task
-    versions = [p.stem for p in folder.glob("*.yaml") if VERSION_RE.match(p.stem)]
-    return sorted(versions, key=_version_key)
-
-
-def list_tasks(prompts_dir: Path) -> list[str]:
-    """Tasks that have at least one released version."""
-    if not prompts_dir.is_dir():
-        return []
-    return sorted(p.name for p in prompts_dir.iterdir() if p.is_dir() and list_versions(prompts_dir, p.name))
-
-
-@dataclass(frozen=True, slots=True)
-class StageTemplate:
-    """One stage rendered for one document, as token ids around the slot.
-
-    A request is ``prefix + slot_ids + suffix``; ``overhead`` tokens are spent on the template.
-    """
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...]
-
-    @property
-    def overhead(self) -> int:
-        """Template tokens of every request of this stage."""
-        return len(self.prefix) + len(self.suffix)
-
-    def request_ids(self, slot_ids: list[int] | tuple[int, ...]) -> list[int]:
-        """The complete prompt token ids with the slot filled."""
-        return [*self.prefix, *slot_ids, *self.suffix]
-
-
-def render_stage(prompt: PromptFile, stage: Stage, values: dict[str, str], tokenizer: Tokenizer) -> StageTemplate:
-    """Render a stage's messages with the model's chat template into token ids around the slot.
-
-    ``values`` supplies the declared variables. Template text is tokenized as trusted text; values are
-    tokenized as data (special tokens split), so nothing in a value is ever interpreted.
-    """
-    msg: Message = getattr(prompt, stage)
-    data: list[str] = []
-
-    def fill(template: str) -> str:
-        out = []
-        for literal, name, _, _ in string.Formatter().parse(template):
-            out.append(literal)
-            if name is None:
-                continue
-            if name == SLOT[stage]:
-                out.append(_SLOT_MARK)
-            else:
-                data.append(values[name])
-                out.append(f"\ue000{len(data) - 1}\ue001")
-        return "".join(out)
-
-    messages = []
-    if msg.system:
-        messages.append({"role": "system", "content": fill(msg.system)})
-    messages.append({"role": "user", "content": fill(msg.user)})
-    rendered = tokenizer.render_chat(messages)
-    prefix: list[int] = []
-    suffix: list[int] = []
-    target = prefix
-    pos = 0
-    for match in _SENTINEL_RE.finditer(rendered):
-        target.extend(tokenizer.encode_template(rendered[pos : match.start()]))
-        index = int(match.group(1))
-        if index == _SLOT_INDEX:
-            target = suffix
-        else:
-            target.extend(tokenizer.encode_data(data[index]))
-        pos = match.end()
-    target.extend(tokenizer.encode_template(rendered[pos:]))
-    return StageTemplate(prefix=tuple(prefix), suffix=tuple(suffix))
-
-
-def document_values(prompt: PromptFile, question: str | None, metadata: dict[str, Any]) -> dict[str, str]:
-    """The declared variables' values for one document; raises KeyError naming a missing one."""
-    values = {}
-    for name in prompt.variables:
-        value = question if name == "question" else metadata.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            raise KeyError(name)
-        values[name] = value if isinstance(value, str) else str(value)
-    return values
+def prompt_hash(prompt: PromptFile) -> str:
+    """Content hash of a prompt version: its validated fields that differ from their defaults, so neither
+    formatting-only edits nor a new optional field in a later release of this package change it."""
+    return hashlib.sha256(prompt.model_dump_json(exclude_defaults=True).encode()).hexdigest()

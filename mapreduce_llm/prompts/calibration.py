@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mapreduce_llm.errors import PromptError
-from mapreduce_llm.prompts import PromptRef
+from mapreduce_llm.prompts.files import PromptRef
 
 
 class ModelCalibration(BaseModel):
@@ -88,7 +88,7 @@ def write_calibration(prompt: PromptRef, model: str, calibration: ModelCalibrati
     models = {**current.models, model: calibration}
     header = (
         f"# Confidence thresholds of {prompt.ref} per model, written by benchmarks/calibrate.py.\n"
-        "# Thresholds are mean token logprobs of the answer; see mapreduce_llm/calibration.py.\n"
+        "# Thresholds are mean token logprobs of the answer; see mapreduce_llm/prompts/calibration.py.\n"
     )
     body = yaml.safe_dump({"models": {name: cal.model_dump() for name, cal in sorted(models.items())}}, sort_keys=False)
     tmp = path.with_suffix(".tmp")

@@ -1,4 +1,4 @@
-"""The prompt registry: released versions, labels, sticky percentage rollouts, and the lock of content hashes.
+"""The prompt registry: released versions on disk, labels, and sticky percentage rollouts.
 
 Per task, ``prompts/<task>/`` holds one file per released version (``1.0.0.yaml`` ...) and ``labels.yaml``::
 
@@ -15,15 +15,11 @@ A job's prompt reference is ``TASK@VERSION`` (pinned), ``TASK@LABEL`` (whatever 
 chosen by a hash of the task and the document id — the same document gets the same version on every rerun
 and on every shard. Splits take consecutive bucket ranges in the order listed, so raising the weight of the
 last (or only) split moves documents from the base into it and no others.
-
-``prompts/prompts.lock`` records the sha256 of every released file: :func:`check_lock` fails, naming the
-file, when a released version was edited (or deleted) instead of a new version being added.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -31,20 +27,36 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mapreduce_llm import paths
 from mapreduce_llm.errors import ConfigError, PromptError
-from mapreduce_llm.prompts import (
-    VERSION_RE,
-    PromptRef,
-    default_prompts_dir,
-    list_tasks,
-    list_versions,
-    load_prompt_file,
-)
+from mapreduce_llm.prompts.files import VERSION_RE, PromptRef, load_prompt_file
 
 LABELS_FILE = "labels.yaml"
-LOCK_FILE = "prompts.lock"
 BUCKETS = 10_000
 """Rollout resolution: weights are percentages with up to two decimals."""
+
+
+def default_prompts_dir() -> Path:
+    """``$MAPREDUCE_LLM_PROMPTS``, else ./prompts, else the prompts/ folder beside the package."""
+    return paths.prompts_dir()
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+def list_versions(prompts_dir: Path, task: str) -> list[str]:
+    """Released versions of a task, oldest first."""
+    folder = prompts_dir / task
+    versions = [p.stem for p in folder.glob("*.yaml") if VERSION_RE.match(p.stem)]
+    return sorted(versions, key=_version_key)
+
+
+def list_tasks(prompts_dir: Path) -> list[str]:
+    """Tasks that have at least one released version."""
+    if not prompts_dir.is_dir():
+        return []
+    return sorted(p.name for p in prompts_dir.iterdir() if p.is_dir() and list_versions(prompts_dir, p.name))
 
 
 class _Strict(BaseModel):
@@ -284,77 +296,3 @@ def set_rollout(root: Path, task: str, version: str, weight: float, base: str | 
     rollout.splits = splits
     labels.rollout = rollout if splits else None
     return save_labels(root, task, labels)
-
-
-# ---- the lock of released versions -----------------------------------------------------------------
-
-
-def file_hash(path: Path) -> str:
-    """``sha256:<hex>`` of a file's bytes."""
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _released_files(root: Path) -> dict[str, Path]:
-    return {
-        f"{task}/{version}.yaml": root / task / f"{version}.yaml"
-        for task in list_tasks(root)
-        for version in list_versions(root, task)
-    }
-
-
-def read_lock(root: Path) -> dict[str, str]:
-    """The lock: ``{"task/version.yaml": "sha256:..."}``."""
-    path = root / LOCK_FILE
-    if not path.is_file():
-        return {}
-    data: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))["released"]
-    return data
-
-
-def check_lock(root: Path) -> list[str]:
-    """Problems with released prompt files, each naming the file and what to do; empty when all is well."""
-    lock = read_lock(root)
-    files = _released_files(root)
-    problems = []
-    for name, digest in sorted(lock.items()):
-        path = root / name
-        if name not in files:
-            problems.append(f"{path}: released version was deleted; restore it (released versions are kept)")
-        elif file_hash(path) != digest:
-            problems.append(
-                f"{path}: released version was edited (hash {file_hash(path)[:19]}… != locked {digest[:19]}…); "
-                "revert it and add the change as a new version file instead"
-            )
-    for name in sorted(set(files) - set(lock)):
-        problems.append(f"{root / name}: not in {LOCK_FILE}; release it with `mapreduce-llm prompts lock`")
-    for task in list_tasks(root):
-        try:
-            load_labels(root, task)
-            for version in list_versions(root, task):
-                load_prompt_file(root / task / f"{version}.yaml")
-        except (PromptError, ConfigError) as exc:
-            problems.append(str(exc))
-    return problems
-
-
-def lock_new_versions(root: Path) -> list[str]:
-    """Add every version file missing from the lock; never changes an existing entry. Returns the added files."""
-    lock = read_lock(root)
-    added = []
-    for name, path in sorted(_released_files(root).items()):
-        if name not in lock:
-            load_prompt_file(path)
-            lock[name] = file_hash(path)
-            added.append(name)
-    (root / LOCK_FILE).write_text(
-        json.dumps(
-            {
-                "comment": "sha256 of released prompt files; never edit a released file, add a version",
-                "released": dict(sorted(lock.items())),
-            },
-            indent=2,
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    return added
