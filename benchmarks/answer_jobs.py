@@ -7,6 +7,7 @@ context and chunks of at most ``MAX_CHUNK_TOKENS`` (a 135M model reads short chu
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mapreduce_llm.config import EngineConfig, build_spec
+from mapreduce_llm.config import VLLMEngineConfig, build_spec
 from mapreduce_llm.results import DocumentResult, JobSummary
 
 HERE = Path(__file__).resolve().parent
@@ -46,9 +47,9 @@ def write_jsonl(records: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def engine_config(eager: bool = True) -> EngineConfig:
+def engine_config(eager: bool = True) -> VLLMEngineConfig:
     """The engine every job of a benchmark run shares."""
-    return EngineConfig(
+    return VLLMEngineConfig(
         max_model_len=MAX_MODEL_LEN,
         served_model_name="SmolLM2-135M-Instruct",
         engine_kwargs={"enforce_eager": True} if eager else {},
@@ -57,12 +58,18 @@ def engine_config(eager: bool = True) -> EngineConfig:
 
 @contextmanager
 def started_engine(eager: bool = True) -> Iterator[Any]:
-    """A local Ray session with one started vLLM engine actor."""
-    from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
-    from mapreduce_llm.runner import ray_session
+    """A local Ray session with one started vLLM engine actor (``open_engine``, held on a loop of its own while
+    the jobs run, each in its own loop: a vLLM pool serves any loop)."""
+    from mapreduce_llm.engines import open_engine
 
-    with ray_session(), VLLMRayEngine(engine_config(eager), model="embedded") as engine:
+    loop = asyncio.new_event_loop()
+    opened = open_engine(engine_config(eager))
+    engine = loop.run_until_complete(opened.__aenter__())
+    try:
         yield engine
+    finally:
+        loop.run_until_complete(opened.__aexit__(None, None, None))
+        loop.close()
 
 
 def run(

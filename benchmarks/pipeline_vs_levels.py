@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from mapreduce_llm.config import EngineConfig, JobSpec
+from mapreduce_llm.config import JobSpec, VLLMEngineConfig
 from mapreduce_llm.documents import Document
 from mapreduce_llm.engines.dtype import choose_dtype
 from mapreduce_llm.model_store import ensure_embedded_model
@@ -39,26 +39,23 @@ CORPUS = Path(__file__).resolve().parent / "corpus" / "docs"
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 
 
-def run_job(spec: JobSpec, config: EngineConfig, tokenizer: HFTokenizer) -> tuple[float, Counter[str], int]:
+def run_job(spec: JobSpec, config: VLLMEngineConfig, tokenizer: HFTokenizer) -> tuple[float, Counter[str], int]:
     """(a): the real job on a vLLM-in-Ray engine; returns seconds, requests per stage, completion tokens."""
-    import ray
-
-    from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
+    from mapreduce_llm.engines import open_engine
     from mapreduce_llm.pipeline import Job
 
-    ray.init(include_dashboard=False)
-    try:
-        with VLLMRayEngine(config) as engine:
+    async def timed() -> tuple[float, Counter[str], int]:
+        async with open_engine(config) as engine:  # a local Ray session, started before the clock starts
             job = Job(spec, resolve_prompt(spec.prompt, PROMPTS), tokenizer, engine)
             start = time.perf_counter()
-            summary = asyncio.run(job.run())
+            summary = await job.run()
             return time.perf_counter() - start, Counter(summary.requests), summary.completion_tokens
-    finally:
-        ray.shutdown()
+
+    return asyncio.run(timed())
 
 
 def run_levels(
-    docs: list[Document], config: EngineConfig, tokenizer: HFTokenizer, spec: JobSpec
+    docs: list[Document], config: VLLMEngineConfig, tokenizer: HFTokenizer, spec: JobSpec
 ) -> tuple[float, Counter[str], int]:
     """(b): the same plans and reduce tree through vllm.LLM.generate, one level at a time."""
     from vllm import LLM, SamplingParams, TokensPrompt
@@ -140,7 +137,9 @@ def main() -> None:
 
     texts = [p.read_text(encoding="utf-8")[: args.chars] for p in sorted(CORPUS.glob("*.md"))[: args.docs]]
     docs = [Document(id=f"doc{i}", text=t, source=f"doc{i}.md") for i, t in enumerate(texts)]
-    config = EngineConfig(max_model_len=args.max_model_len, engine_kwargs={"enforce_eager": True} if args.eager else {})
+    config = VLLMEngineConfig(
+        max_model_len=args.max_model_len, engine_kwargs={"enforce_eager": True} if args.eager else {}
+    )
     tokenizer = HFTokenizer(ensure_embedded_model())
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "docs"

@@ -42,10 +42,10 @@ from answer_jobs import ROOT, needles, run, started_engine, write_jsonl
 
 from mapreduce_llm.config import ChunkingConfig
 from mapreduce_llm.documents import Document
+from mapreduce_llm.engines.vllm_ray import model_folder
 from mapreduce_llm.planning import plan_document
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import DocumentResult
-from mapreduce_llm.runner import model_folder
 from mapreduce_llm.tokenization import HFTokenizer
 
 

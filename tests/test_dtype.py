@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from mapreduce_llm.config import EngineConfig
+from mapreduce_llm.config import VLLMEngineConfig
 from mapreduce_llm.engines.dtype import choose_dtype, cpu_flags, native_bf16
 
 
 def test_auto_is_the_default() -> None:
     """A job that says nothing about dtype lets the engine's machine decide."""
-    assert EngineConfig().dtype == "auto"
+    assert VLLMEngineConfig().dtype == "auto"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mapreduce_llm.config import EngineConfig, build_spec
+from mapreduce_llm.config import OpenAIEngineConfig, build_spec
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.engines.openai_http import OpenAIEngine, _output
@@ -20,8 +20,8 @@ REQUEST = EngineRequest("r1", [1, 2, 3, 4], 8, "map")
 PROMPT = select_prompts("summarize", PROMPTS).base
 
 
-def _config(base_url: str = "http://fake/v1", **kwargs: object) -> EngineConfig:
-    return EngineConfig.model_validate(
+def _config(base_url: str = "http://fake/v1", **kwargs: object) -> OpenAIEngineConfig:
+    return OpenAIEngineConfig.model_validate(
         {
             "backend": "openai",
             "base_url": base_url,
@@ -33,7 +33,9 @@ def _config(base_url: str = "http://fake/v1", **kwargs: object) -> EngineConfig:
     )
 
 
-async def _through_client(fake: FakeOpenAIServer, config: EngineConfig, *requests: EngineRequest) -> list[EngineOutput]:
+async def _through_client(
+    fake: FakeOpenAIServer, config: OpenAIEngineConfig, *requests: EngineRequest
+) -> list[EngineOutput]:
     """Send ``requests`` at once through an engine client to ``fake``, mounted in-process."""
     async with OpenAIEngine(config, transport=fake.transport()) as engine:
         client = EngineClient(engine, config, job_id="t")
@@ -144,7 +146,7 @@ def test_context_length_comes_from_the_server_capped_by_an_explicit_setting() ->
     """max_model_len is the server's, unless the job spec sets a smaller one."""
     fake = FakeOpenAIServer(max_model_len=3000)
 
-    async def length(config: EngineConfig) -> int:
+    async def length(config: OpenAIEngineConfig) -> int:
         async with OpenAIEngine(config) as engine:
             return engine.info.max_model_len
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mapreduce_llm.config import EngineConfig
+from mapreduce_llm.config import VLLMEngineConfig
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.engines.vllm_ray import PROGRESS_MAX_AGE_S, VLLMRayEngine
 
@@ -44,7 +44,7 @@ class StandInActor:
 def test_each_request_reads_the_progress_of_its_own_replica_once_for_all_waiters() -> None:
     """64 requests on two replicas: each gets its replica's count, and each replica is read once, not 32 times;
     a request not in flight reads 0."""
-    engine = VLLMRayEngine(EngineConfig(max_concurrent_requests=64))
+    engine = VLLMRayEngine(VLLMEngineConfig(max_concurrent_requests=64))
 
     async def go() -> tuple[list[int], int]:
         actors = [StandInActor(tokens=100), StandInActor(tokens=200)]
@@ -69,7 +69,7 @@ def test_each_request_reads_the_progress_of_its_own_replica_once_for_all_waiters
 
 def test_a_replica_whose_progress_cannot_be_read_shows_no_progress() -> None:
     """A failing read gives the last known count, so the request's timeout is not reset by it."""
-    engine = VLLMRayEngine(EngineConfig())
+    engine = VLLMRayEngine(VLLMEngineConfig())
 
     class Broken(StandInActor):
         async def _progress(self) -> int:

@@ -34,8 +34,8 @@ from tenacity import (
 )
 
 from mapreduce_llm.cache import RequestCache, request_key
-from mapreduce_llm.config import EngineConfig
 from mapreduce_llm.engines.base import Engine, EngineBusy, EngineOutput, EngineRequest, StageName
+from mapreduce_llm.engines.config import EngineConfig, OpenAIEngineConfig
 from mapreduce_llm.errors import EngineError, RequestError
 from mapreduce_llm.prompts import PromptRef, prompt_hash
 
@@ -294,7 +294,7 @@ class EngineClient:
 
 def _engine_hint(config: EngineConfig) -> str:
     """What to check when the engine keeps failing."""
-    if config.backend == "openai":
+    if isinstance(config, OpenAIEngineConfig):
         return f"that the server at {config.base_url} is up and healthy (its log, GET /health)"
     return "the engine actors (`ray status`, the actors' logs in the Ray dashboard or `ray logs`)"
 

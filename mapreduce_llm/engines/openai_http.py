@@ -30,8 +30,8 @@ import httpx
 import structlog
 from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from mapreduce_llm.config import EngineConfig
 from mapreduce_llm.engines.base import EngineBusy, EngineInfo, EngineOutput, EngineRequest
+from mapreduce_llm.engines.config import OpenAIEngineConfig
 from mapreduce_llm.errors import EngineError, RequestError
 from mapreduce_llm.fingerprints import server_model_fingerprint
 
@@ -58,7 +58,7 @@ class OpenAIEngine:
 
     def __init__(
         self,
-        config: EngineConfig,
+        config: OpenAIEngineConfig,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         backoff_s: float = 0.5,
@@ -83,7 +83,7 @@ class OpenAIEngine:
     def info(self) -> EngineInfo:
         """The served model and its context length (after start)."""
         if self._info is None:
-            raise EngineError("engine not started; use `async with OpenAIEngine(...) as engine:`")
+            raise EngineError("engine not started; use `async with open_engine(config) as engine:`")
         return self._info
 
     async def start(self) -> None:
@@ -138,7 +138,7 @@ class OpenAIEngine:
     async def generate(self, request: EngineRequest) -> EngineOutput:
         """Stream one completion; RequestError (``transient`` for 5xx and lost connections, EngineBusy for 429)."""
         if self._slots is None or self._client is None:
-            raise EngineError("engine not started; use `async with OpenAIEngine(...) as engine:`")
+            raise EngineError("engine not started; use `async with open_engine(config) as engine:`")
         body: dict[str, Any] = {
             "model": self._server_model,
             "prompt": request.prompt_token_ids,

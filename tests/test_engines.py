@@ -1,0 +1,62 @@
+"""open_engine: one async context manager starts any backend, yields it ready, and stops it at the end."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from mapreduce_llm.config import OpenAIEngineConfig, VLLMEngineConfig
+from mapreduce_llm.engines import open_engine
+from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.errors import ConfigError, EngineError
+from tests.fake_openai import FakeOpenAIServer
+
+SERVER = OpenAIEngineConfig(base_url="http://fake/v1", http_retries=0)
+
+
+def test_an_openai_engine_is_ready_inside_the_block_and_closed_after() -> None:
+    """Inside the block the server's model is known and requests are served; after it, the engine is closed."""
+    fake = FakeOpenAIServer(max_model_len=1536, tokens=2)
+
+    async def go() -> tuple[str, int, str | None, EngineOutput, Exception]:
+        async with open_engine(SERVER, transport=fake.transport()) as engine:
+            out = await engine.generate(EngineRequest("r", [1, 2, 3], 8, "map"))
+            info, identity = engine.info, engine.identity
+        try:
+            await engine.generate(EngineRequest("late", [1], 8, "map"))
+        except EngineError as exc:
+            return info.model, info.max_model_len, identity, out, exc
+        raise AssertionError("a closed engine served a request")
+
+    model, length, identity, out, late = asyncio.run(go())
+    assert (model, length, out.text, out.completion_tokens) == ("fake-model", 1536, "ok ok ", 2)
+    assert identity is not None and identity.startswith("server:")
+    assert "not started" in str(late)
+
+
+def test_an_unreachable_server_fails_on_entry_naming_it() -> None:
+    """A server that refuses connections is an EngineError when the block is entered, naming the URL to check."""
+    fake = FakeOpenAIServer()
+    fake.down = True
+
+    async def go() -> None:
+        async with open_engine(SERVER, transport=fake.transport()):
+            raise AssertionError("entered with the server down")
+
+    with pytest.raises(EngineError, match=r"cannot list models at http://fake/v1"):
+        asyncio.run(go())
+
+
+def test_a_missing_model_folder_fails_before_ray_starts(tmp_path: Path) -> None:
+    """vllm: a model folder that is not on this machine is a ConfigError naming engine.model; Ray is not started."""
+    import ray
+
+    async def go() -> None:
+        async with open_engine(VLLMEngineConfig(model=str(tmp_path / "missing"))):
+            raise AssertionError("entered without a model")
+
+    with pytest.raises(ConfigError, match=r"engine\.model") as info:
+        asyncio.run(go())
+    assert info.value.parameter == "engine.model" and not ray.is_initialized()
