@@ -4,58 +4,112 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from mapreduce_llm.config import JobSpec, build_spec, job_spec_json_schema, load_spec
+from mapreduce_llm.config import JobSpec, apply_overrides, job_spec_json_schema, load_spec
 from mapreduce_llm.errors import DocumentError, MapReduceError
 from mapreduce_llm.logs import configure_logging
+
+if TYPE_CHECKING:
+    from mapreduce_llm.planning import DocumentPlan
+    from mapreduce_llm.prompts import PromptSelection
+    from mapreduce_llm.results import JobSummary
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_FLAGS = "mapreduce_llm.flags"
+_SETS = "mapreduce_llm.sets"
+
+
+def spec_option(path: str, *decls: str, help: str, **attrs: Any) -> Callable[[F], F]:
+    """A flag that sets the job spec field at dotted ``path`` (``--max-model-len`` sets ``engine.max_model_len``).
+
+    The value is kept in the click context until :func:`job_spec` applies it (flags not given set nothing).
+    """
+
+    def store(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+        if value is not None:
+            ctx.meta.setdefault(_FLAGS, {})[path] = value
+
+    return click.option(*decls, expose_value=False, callback=store, help=f"{help} [{path}]", **attrs)
+
+
+def _store_sets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> None:
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(
+                f"expected KEY=VALUE with a job spec field as KEY, e.g. engine.max_model_len=4096; got {item!r}",
+                param_hint="--set",
+            )
+        ctx.meta.setdefault(_SETS, {})[key.strip()] = value
+
+
+JOB_FLAGS = (
+    spec_option(
+        "input",
+        "--input",
+        "-i",
+        type=click.Path(path_type=Path),
+        help="JSONL file, folder of .txt/.md files, or one text file.",
+    ),
+    spec_option(
+        "output",
+        "--output",
+        "-o",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Folder for results.jsonl and summary.json.",
+    ),
+    spec_option("prompt", "--prompt", "-p", help="Prompt reference: TASK or TASK@VERSION (default: summarize)."),
+    spec_option("job_id", "--job-id", help="Job id for logs and the summary (default: the output folder's name)."),
+    spec_option("engine.max_model_len", "--max-model-len", type=int, help="Context window of the served model."),
+    spec_option("chunking.max_chunk_tokens", "--max-chunk-tokens", type=int, help="Cap chunk size below the budget."),
+    spec_option("engine.replicas", "--replicas", type=int, help="Number of vLLM engine actors."),
+    spec_option("engine.model", "--model", help="Model folder to serve (default: the embedded SmolLM2-135M-Instruct)."),
+    spec_option(
+        "retrieval.mode",
+        "--retrieval",
+        type=click.Choice(["all", "top_k"]),
+        help="Map every chunk (all), or only the --top-k chunks most similar to the question (top_k).",
+    ),
+    spec_option("retrieval.top_k", "--top-k", type=int, help="Chunks mapped per document with --retrieval top_k."),
+    spec_option(
+        "retrieval.reretrieve",
+        "--reretrieve/--no-reretrieve",
+        default=None,
+        help="Re-retrieve passages when an answer is unsure (output: answer prompts with a calibration).",
+    ),
+    spec_option(
+        "follow_symlinks",
+        "--follow-symlinks",
+        is_flag=True,
+        default=None,
+        help="Read links in an input folder that point outside it (default: they get a `symlink` error record).",
+    ),
+)
+"""The named flags of the job commands, each mapped once onto the job spec field it sets."""
+
+
 def job_options(func: F) -> F:
-    """Options shared by ``run`` and ``plan``: a spec file and/or flags that override it."""
+    """Options shared by the job commands: a spec file, named flags, and ``--set`` for any field."""
     options = [
-        click.argument("spec", required=False, type=click.Path(path_type=Path, dir_okay=False)),
+        click.argument("spec_file", metavar="[SPEC]", required=False, type=click.Path(path_type=Path, dir_okay=False)),
+        *JOB_FLAGS,
         click.option(
-            "--input",
-            "-i",
-            "input_",
-            type=click.Path(path_type=Path),
-            help="JSONL file, folder of .txt/.md files, or one text file.",
-        ),
-        click.option(
-            "--output",
-            "-o",
-            type=click.Path(path_type=Path, file_okay=False),
-            help="Folder for results.jsonl and summary.json.",
-        ),
-        click.option("--prompt", "-p", help="Prompt reference: TASK or TASK@VERSION (default: summarize)."),
-        click.option("--job-id", help="Job id for logs and the summary (default: the output folder's name)."),
-        click.option("--max-model-len", type=int, help="Context window of the served model, in tokens."),
-        click.option("--max-chunk-tokens", type=int, help="Cap chunk size below the budget."),
-        click.option("--replicas", type=int, help="Number of vLLM engine actors."),
-        click.option("--model", help="Model folder to serve (default: the embedded SmolLM2-135M-Instruct)."),
-        click.option(
-            "--retrieval",
-            type=click.Choice(["all", "top_k"]),
-            help="Map every chunk (all), or only the --top-k chunks most similar to the question (top_k).",
-        ),
-        click.option("--top-k", type=int, help="Chunks mapped per document with --retrieval top_k."),
-        click.option(
-            "--reretrieve/--no-reretrieve",
-            default=None,
-            help="Re-retrieve passages when an answer is unsure (output: answer prompts with a calibration).",
-        ),
-        click.option(
-            "--follow-symlinks",
-            is_flag=True,
-            default=None,
-            help="Read links in an input folder that point outside it (default: they get a `symlink` error record).",
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            expose_value=False,
+            callback=_store_sets,
+            help="Set any job spec field by its dotted path, e.g. --set engine.max_model_len=4096 (repeat; applied "
+            "after the named flags; VALUE is read as YAML). See `mapreduce-llm schema` for the fields.",
         ),
     ]
     for option in reversed(options):
@@ -63,53 +117,38 @@ def job_options(func: F) -> F:
     return func
 
 
-def _spec_from(
-    spec: Path | None,
-    input_: Path | None,
-    output: Path | None,
-    prompt: str | None,
-    job_id: str | None,
-    max_model_len: int | None,
-    max_chunk_tokens: int | None,
-    replicas: int | None,
-    model: str | None,
-    retrieval: str | None = None,
-    top_k: int | None = None,
-    reretrieve: bool | None = None,
-    follow_symlinks: bool | None = None,
-    *,
-    need_output: bool,
-) -> JobSpec:
-    top: dict[str, Any] = {
-        k: v
-        for k, v in {
-            "input": input_,
-            "output": output,
-            "prompt": prompt,
-            "job_id": job_id,
-            "follow_symlinks": follow_symlinks or None,
-        }.items()
-        if v is not None
-    }
-    engine = {
-        k: v for k, v in {"max_model_len": max_model_len, "replicas": replicas, "model": model}.items() if v is not None
-    }
-    chunking = {"max_chunk_tokens": max_chunk_tokens} if max_chunk_tokens is not None else {}
-    finding = {k: v for k, v in {"mode": retrieval, "top_k": top_k, "reretrieve": reretrieve}.items() if v is not None}
-    if spec is not None:
-        base = load_spec(spec, {k: str(v) if isinstance(v, Path) else v for k, v in top.items()})
-        data = base.model_dump()
-        data["engine"].update(engine)
-        data["chunking"].update(chunking)
-        data["retrieval"].update(finding)
-        return build_spec(data, source=str(spec))
-    if input_ is None:
+def job_spec(spec_file: Path | None, *, need_output: bool) -> JobSpec:
+    """The job spec of a job command: the spec file (if any), then its named flags, then its ``--set`` values."""
+    ctx = click.get_current_context()
+    overrides: dict[str, Any] = {**ctx.meta.get(_FLAGS, {}), **ctx.meta.get(_SETS, {})}
+    if spec_file is not None:
+        return load_spec(spec_file, overrides)
+    if "input" not in overrides:
         raise click.UsageError("give a job spec file, or --input (and --output)")
-    if output is None:
+    if "output" not in overrides:
         if need_output:
             raise click.UsageError("--output is required without a job spec file")
-        top["output"] = Path("mapreduce-output")
-    return build_spec({**top, "engine": engine, "chunking": chunking, "retrieval": finding})
+        overrides["output"] = Path("mapreduce-output")
+    return apply_overrides({}, overrides, source="(command line)")
+
+
+@dataclass(frozen=True)
+class Library:
+    """The library functions the job commands call. ``CliRunner().invoke(cli, args, obj=Library(...))`` runs a
+    command against doubles (as simonw/llm registers its mock model); without one, the real functions."""
+
+    run_job: Callable[..., JobSummary]
+    plan_job: Callable[..., tuple[PromptSelection, Iterator[DocumentPlan | DocumentError]]]
+
+    @classmethod
+    def of(cls, ctx: click.Context) -> Library:
+        """The context's library (``ctx.obj``), else the real one."""
+        found = ctx.find_object(Library)
+        if found is not None:
+            return found
+        from mapreduce_llm.runner import plan_job, run_job
+
+        return cls(run_job=run_job, plan_job=plan_job)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -172,7 +211,10 @@ def monitoring_options(func: F) -> F:
 @job_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @monitoring_options
+@click.pass_context
 def run(
+    ctx: click.Context,
+    spec_file: Path | None,
     progress: bool | None,
     metrics_port: int | None,
     metrics_host: str,
@@ -180,18 +222,17 @@ def run(
     embed: bool | None,
     baseline: str | None,
     baselines_dir: Path | None,
-    **kwargs: Any,
 ) -> None:
     """Run a job: chunk, map, reduce, write DIR/results.jsonl and DIR/summary.json.
 
-    SPEC is an optional YAML job spec (see `mapreduce-llm schema`); flags override its fields.
+    SPEC is an optional YAML job spec (see `mapreduce-llm schema`); flags and --set override its fields.
     """
     from tqdm import tqdm
 
     from mapreduce_llm.documents import count_inputs
-    from mapreduce_llm.runner import run_job
 
-    spec = _spec_from(**kwargs, need_output=True)
+    run_job = Library.of(ctx).run_job
+    spec = job_spec(spec_file, need_output=True)
     monitored = metrics_port is not None or pushgateway or embed or baseline
     observer = None
     if monitored:
@@ -270,12 +311,11 @@ def run(
     is_flag=True,
     help="Count with tiktoken cl100k_base (no model needed): a quick estimate, exact only for OpenAI-family models.",
 )
-def plan(as_json: bool, estimate: bool, **kwargs: Any) -> None:
+@click.pass_context
+def plan(ctx: click.Context, spec_file: Path | None, as_json: bool, estimate: bool) -> None:
     """Show the chunks, requests and token counts of a job, without starting an engine."""
-    from mapreduce_llm.runner import plan_job
-
-    spec = _spec_from(**kwargs, need_output=False)
-    selection, plans = plan_job(spec, estimate=estimate)
+    spec = job_spec(spec_file, need_output=False)
+    selection, plans = Library.of(ctx).plan_job(spec, estimate=estimate)
     if not as_json:
         versions = ", ".join(ref.ref for ref in selection.versions)
         click.echo(f"prompt {selection.reference} ({versions}), max_model_len {spec.engine.max_model_len}")
@@ -536,7 +576,7 @@ _ADDRESS_OPTION = click.option(
 )
 @click.option("--submission-id", help="Id for the Ray job (default: chosen by Ray).")
 def submit(
-    address: str | None, env: tuple[str, ...], upload_input: bool, submission_id: str | None, **kwargs: Any
+    spec_file: Path | None, address: str | None, env: tuple[str, ...], upload_input: bool, submission_id: str | None
 ) -> None:
     """Submit a job to a Ray cluster; prints the submission id.
 
@@ -545,7 +585,7 @@ def submit(
     """
     from mapreduce_llm.submission import submit as submit_job
 
-    spec = _spec_from(**kwargs, need_output=True)
+    spec = job_spec(spec_file, need_output=True)
     variables = {}
     for item in env:
         key, sep, value = item.partition("=")
@@ -636,14 +676,14 @@ def drift() -> None:
 
 @drift.command("profile")
 @job_options
-def drift_profile(**kwargs: Any) -> None:
+@click.pass_context
+def drift_profile(ctx: click.Context, spec_file: Path | None) -> None:
     """Profile a job's input without an engine: plan and embed every document, write DIR/profile.jsonl."""
     from mapreduce_llm.drift import profile_document, write_profiles
     from mapreduce_llm.embeddings import Embedder
-    from mapreduce_llm.runner import plan_job
 
-    spec = _spec_from(**kwargs, need_output=True)
-    _, plans = plan_job(spec)
+    spec = job_spec(spec_file, need_output=True)
+    _, plans = Library.of(ctx).plan_job(spec)
     embedder = Embedder()
     profiles, errors = [], 0
     for p in plans:

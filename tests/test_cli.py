@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from click.testing import CliRunner
+import pytest
+from click.testing import CliRunner, Result
 
-from mapreduce_llm.cli import cli
+from mapreduce_llm.cli import Library, cli
+from mapreduce_llm.config import JobSpec, VLLMEngineConfig
+from mapreduce_llm.errors import ConfigError
 from tests.conftest import PROMPTS
 
 
@@ -70,26 +75,87 @@ def test_plan_estimate_counts_with_tiktoken(tmp_path: Path) -> None:
     assert json.loads(exact.output)["tokens"] != json.loads(estimate.output)["tokens"]
 
 
-def test_retrieval_flags_reach_the_job_spec(tmp_path: Path) -> None:
-    from mapreduce_llm.cli import _spec_from
+def _planned(args: list[str]) -> tuple[Result, list[JobSpec]]:
+    """Run `plan ARGS` against a plan_job double; returns the result and the job specs it was given."""
+    specs: list[JobSpec] = []
 
-    spec = _spec_from(
-        None,
-        tmp_path / "in.jsonl",
-        tmp_path / "out",
-        "qa@2.0.0",
-        None,
-        None,
-        None,
-        None,
-        None,
-        retrieval="top_k",
-        top_k=3,
-        reretrieve=False,
-        need_output=True,
-    )
+    def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[Any, Iterator[Any]]:
+        specs.append(spec)
+        return None, iter(())
+
+    def run_job(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("plan never runs a job")
+
+    return CliRunner().invoke(cli, ["plan", "--json", *args], obj=Library(run_job=run_job, plan_job=plan_job)), specs
+
+
+def test_named_flags_reach_their_job_spec_fields(tmp_path: Path) -> None:
+    """Each named flag sets the field it is declared for; flags not given leave the defaults."""
+    flags = "--prompt qa@2.0.0 --retrieval top_k --top-k 3 --no-reretrieve --max-model-len 4096"
+    flags += " --max-chunk-tokens 500 --replicas 2 --job-id j1"
+    result, (spec,) = _planned(["--input", str(tmp_path), *flags.split()])
+    assert result.exit_code == 0, result.output
     assert (spec.retrieval.mode, spec.retrieval.top_k, spec.retrieval.reretrieve) == ("top_k", 3, False)
-    default = _spec_from(
-        None, tmp_path / "in.jsonl", tmp_path / "out", None, None, None, None, None, None, need_output=True
+    assert (spec.engine.max_model_len, spec.chunking.max_chunk_tokens, spec.job_id, spec.prompt) == (
+        4096,
+        500,
+        "j1",
+        "qa@2.0.0",
     )
-    assert (default.retrieval.mode, default.retrieval.reretrieve) == ("all", True)
+    assert isinstance(spec.engine, VLLMEngineConfig) and spec.engine.replicas == 2
+    assert spec.output == Path("mapreduce-output") and spec.follow_symlinks is False
+    _, (default,) = _planned(["--input", str(tmp_path)])
+    assert (default.retrieval.mode, default.retrieval.reretrieve, default.engine.max_model_len) == ("all", True, 2048)
+
+
+def test_set_reaches_any_field_and_wins_over_named_flags(tmp_path: Path) -> None:
+    """--set KEY=VALUE sets any field by dotted path, read as YAML except for text, after the named flags."""
+    sets = "engine.max_model_len=1024 engine.engine_kwargs.enforce_eager=true retrieval.min_similarity=0.25"
+    sets += " job_id=2024 limits.max_documents_in_flight=4 cache.enabled=false"
+    args = [arg for item in sets.split() for arg in ("--set", item)]
+    result, (spec,) = _planned(["--input", str(tmp_path), "--max-model-len", "4096", *args])
+    assert result.exit_code == 0, result.output
+    assert spec.engine.max_model_len == 1024 and spec.job_id == "2024"
+    assert isinstance(spec.engine, VLLMEngineConfig) and spec.engine.engine_kwargs == {"enforce_eager": True}
+    assert spec.retrieval.min_similarity == 0.25 and spec.limits.max_documents_in_flight == 4
+    assert spec.cache.enabled is False
+
+
+def test_flags_override_a_spec_file(tmp_path: Path) -> None:
+    """Flags and --set override the spec file's fields; its other fields and relative paths stay."""
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("input: docs\noutput: out\nengine: {max_model_len: 4096, replicas: 2}\n")
+    result, (spec,) = _planned([str(spec_file), "--max-model-len", "1024", "--set", "retrieval.top_k=7"])
+    assert result.exit_code == 0, result.output
+    assert spec.input == tmp_path / "docs" and spec.output == tmp_path / "out"
+    assert isinstance(spec.engine, VLLMEngineConfig) and (spec.engine.max_model_len, spec.engine.replicas) == (1024, 2)
+    assert spec.retrieval.top_k == 7
+
+
+def test_a_flag_of_the_other_backend_is_an_error_naming_it(tmp_path: Path) -> None:
+    """--replicas on a job served by an OpenAI-compatible server is refused, naming the field and its backend."""
+    spec_file = tmp_path / "job.yaml"
+    spec_file.write_text("input: docs\noutput: out\nengine: {backend: openai, base_url: 'http://h:8000/v1'}\n")
+    result, specs = _planned([str(spec_file), "--replicas", "2"])
+    assert isinstance(result.exception, ConfigError) and not specs
+    assert "engine.replicas belongs to backend vllm" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "engine.max_model_length=4096"], "did you mean engine.max_model_len"),
+        (["--set", "retrieval.top_k=many"], "retrieval.top_k"),
+        (["--set", "retrieval.top_k.first=1"], "retrieval.top_k is a value"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, args: list[str], message: str) -> None:
+    """An unknown key or a bad value is one ConfigError naming the key."""
+    result, specs = _planned(["--input", str(tmp_path), *args])
+    assert isinstance(result.exception, ConfigError) and message in str(result.exception) and not specs
+
+
+def test_set_without_equals_is_a_usage_error(tmp_path: Path) -> None:
+    """--set needs KEY=VALUE: anything else is a usage error showing an example."""
+    result, specs = _planned(["--input", str(tmp_path), "--set", "engine.max_model_len"])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output and not specs
