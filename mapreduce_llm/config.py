@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from mapreduce_llm.common import StrictModel
 from mapreduce_llm.engines.config import (
     BACKENDS,
     Backend,
@@ -48,11 +49,7 @@ __all__ = [
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class SamplingConfig(_Strict):
+class SamplingConfig(StrictModel):
     """Sampling overrides; unset fields take the prompt file's defaults."""
 
     temperature: Annotated[float, Field(ge=0)] | None = None
@@ -65,7 +62,7 @@ class SamplingConfig(_Strict):
     """Tokens kept free for each output (its ``max_tokens``)."""
 
 
-class ChunkingConfig(_Strict):
+class ChunkingConfig(StrictModel):
     """How documents are cut into chunks, counted in the served model's tokens."""
 
     max_chunk_tokens: Annotated[int, Field(ge=32)] | None = None
@@ -76,14 +73,14 @@ class ChunkingConfig(_Strict):
     (1 − this) share of the budget; lower values favour cleaner boundaries over fuller chunks."""
 
 
-class ReduceConfig(_Strict):
+class ReduceConfig(StrictModel):
     """How partial outputs are merged."""
 
     max_levels: Annotated[int, Field(ge=1, le=32)] = 8
     """Upper bound on reduce levels (collapse levels + the final reduce). Reaching it fails the document."""
 
 
-class RetrievalConfig(_Strict):
+class RetrievalConfig(StrictModel):
     """Chunk-to-query similarity (all-MiniLM-L6-v2), retrieval of the relevant chunks, and re-retrieval.
 
     The query is the prompt's ``query`` template (e.g. extract's ``{field}``), else the document's question,
@@ -131,7 +128,7 @@ class RetrievalConfig(_Strict):
         return self
 
 
-class CacheConfig(_Strict):
+class CacheConfig(StrictModel):
     """Content-addressed cache of engine outputs: a rerun reuses every finished request."""
 
     enabled: bool = True
@@ -140,7 +137,7 @@ class CacheConfig(_Strict):
     """SQLite file of the cache. Default: ``OUTPUT/cache.sqlite``; a shared path on clusters."""
 
 
-class LimitsConfig(_Strict):
+class LimitsConfig(StrictModel):
     """Limits on input documents; a document over a limit becomes an error record."""
 
     max_document_bytes: Annotated[int, Field(ge=1)] = 20_000_000
@@ -153,7 +150,7 @@ class LimitsConfig(_Strict):
     many plus ``max_documents_in_flight`` are ever held."""
 
 
-class JobSpec(_Strict):
+class JobSpec(StrictModel):
     """One batch job: read documents, map a prompt over their chunks, reduce, write results."""
 
     input: Path

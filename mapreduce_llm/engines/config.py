@@ -9,19 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
+from mapreduce_llm.common import StrictModel
 
 Backend = Literal["vllm", "openai"]
 BACKENDS: tuple[Backend, ...] = ("vllm", "openai")
 
 
-class _EngineBase(_Strict):
+class _EngineBase(StrictModel):
     """What every backend honours: the model, its context, and how requests are sent, timed out and retried."""
 
     model: str | None = None

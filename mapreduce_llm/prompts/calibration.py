@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from mapreduce_llm.common import StrictModel
 from mapreduce_llm.errors import PromptError
 from mapreduce_llm.prompts.files import PromptRef
 
 
-class ModelCalibration(BaseModel):
+class ModelCalibration(StrictModel):
     """Thresholds of one prompt version for one model, and the measurements behind them."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     map_min_confidence: float
     """Mean answer-token logprob below which a map answer is dropped."""
@@ -50,10 +49,8 @@ class ModelCalibration(BaseModel):
     """Figures of the calibration run (counts, accuracies at the chosen thresholds)."""
 
 
-class CalibrationFile(BaseModel):
+class CalibrationFile(StrictModel):
     """``<version>.calibration.yaml``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     models: dict[str, ModelCalibration] = Field(default_factory=dict)
 

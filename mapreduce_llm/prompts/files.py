@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from mapreduce_llm.common import StrictModel
 from mapreduce_llm.errors import PromptError
 
 Stage = Literal["map", "collapse", "reduce"]
@@ -36,11 +37,7 @@ SLOT = {"map": "chunk", "collapse": "partials", "reduce": "partials"}
 VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class Message(_Strict):
+class Message(StrictModel):
     """The two messages of one stage."""
 
     system: str = ""
@@ -49,7 +46,7 @@ class Message(_Strict):
     """The request; contains the stage's slot variable (``{chunk}`` or ``{partials}``)."""
 
 
-class Sampling(_Strict):
+class Sampling(StrictModel):
     """Sampling defaults of a prompt version."""
 
     temperature: Annotated[float, Field(ge=0)] = 0.0
@@ -60,7 +57,7 @@ class Sampling(_Strict):
     """>1 discourages repeating tokens."""
 
 
-class AnswerFormat(_Strict):
+class AnswerFormat(StrictModel):
     """Limits of the structured answer record (``output: answer``)."""
 
     max_quote_chars: Annotated[int, Field(ge=20)] = 300
@@ -71,7 +68,7 @@ class AnswerFormat(_Strict):
     """How closely (0–100, fuzzy alignment) a quote and an answer must match the chunk to count as found there."""
 
 
-class PromptFile(_Strict):
+class PromptFile(StrictModel):
     """One released version of a task's prompts."""
 
     description: str

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from mapreduce_llm import paths
+from mapreduce_llm.common import StrictModel
 from mapreduce_llm.errors import ConfigError, PromptError
 from mapreduce_llm.prompts.files import VERSION_RE, PromptRef, load_prompt_file
 
@@ -59,11 +60,7 @@ def list_tasks(prompts_dir: Path) -> list[str]:
     return sorted(p.name for p in prompts_dir.iterdir() if p.is_dir() and list_versions(prompts_dir, p.name))
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-class Split(_Strict):
+class Split(StrictModel):
     """A share of documents given to one version."""
 
     version: str
@@ -78,7 +75,7 @@ class Split(_Strict):
         return value
 
 
-class Rollout(_Strict):
+class Rollout(StrictModel):
     """What the bare task reference runs: splits by percentage, the rest on the base."""
 
     base: str = "production"
@@ -86,7 +83,7 @@ class Rollout(_Strict):
     splits: list[Split] = Field(default_factory=list)
 
 
-class Labels(_Strict):
+class Labels(StrictModel):
     """labels.yaml of one task."""
 
     labels: dict[str, str] = Field(default_factory=dict)
@@ -258,8 +255,7 @@ def promote(root: Path, task: str, version: str, label: str) -> Path:
     if VERSION_RE.match(label) or not label.replace("-", "_").isidentifier():
         raise ConfigError(f"label must be a name like production or canary, got {label!r}", parameter="label")
     labels = load_labels(root, task)
-    labels.labels[label] = version
-    return save_labels(root, task, labels)
+    return save_labels(root, task, labels.model_copy(update={"labels": {**labels.labels, label: version}}))
 
 
 def set_rollout(root: Path, task: str, version: str, weight: float, base: str | None = None) -> Path:
@@ -274,7 +270,7 @@ def set_rollout(root: Path, task: str, version: str, weight: float, base: str | 
     labels = load_labels(root, task)
     rollout = labels.rollout or Rollout(base=base or "production")
     if base:
-        rollout.base = base
+        rollout = rollout.model_copy(update={"base": base})
     if rollout.base not in labels.labels and not VERSION_RE.match(rollout.base):
         raise ConfigError(
             f"rollout base {rollout.base!r} is not a label of {task}; promote a version first "
@@ -293,6 +289,5 @@ def set_rollout(root: Path, task: str, version: str, weight: float, base: str | 
     total = sum(s.weight for s in splits)
     if total > 100:
         raise ConfigError(f"rollout weights would add up to {total:g}%; lower another split first", parameter="weight")
-    rollout.splits = splits
-    labels.rollout = rollout if splits else None
-    return save_labels(root, task, labels)
+    rollout = rollout.model_copy(update={"splits": splits})
+    return save_labels(root, task, labels.model_copy(update={"rollout": rollout if splits else None}))
