@@ -5,7 +5,7 @@ in a fresh process whose resident memory is sampled every 20 ms; the figures of 
 as a ratio against the small one (baseline), so "flat in corpus size" reads as ratios near 1.
 
 - ``plan``: ``mapreduce-llm plan --json`` (read lazily, one plan at a time).
-- ``run``: a real :class:`mapreduce_llm.pipeline.Job` with an engine double (no vLLM) over short documents
+- ``run``: a real :class:`mapreduce_llm.job.Job` with an engine double (no vLLM) over short documents
   whose first one is slow: its engine call is held until every other document is answered, or until the job
   has sent the engine nothing for ``--stall`` seconds (it waits for the slow document: backpressure), or for
   ``--max-hold`` seconds. Results are written in input order, so everything finished behind the slow
@@ -215,7 +215,7 @@ def run_job(
     tokenizer: Any = None,
 ) -> dict[str, Any]:
     """Run a Job over ``corpus`` into ``output`` with :class:`SlowFirstEngine`; what the driver kept, as a dict."""
-    from mapreduce_llm import pipeline
+    from mapreduce_llm import job as job_module
     from mapreduce_llm.config import JobSpec
     from mapreduce_llm.prompts import select_prompts
 
@@ -226,7 +226,7 @@ def run_job(
         tokenizer = HFTokenizer(ensure_embedded_model())
     sinks: list[Any] = []
 
-    class TrackedResultLog(pipeline.ResultLog):
+    class TrackedResultLog(job_module.ResultLog):
         """The job's result log, noting the reorder buffer's peak after every result."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -254,10 +254,10 @@ def run_job(
         from mapreduce_llm.metrics import MetricsObserver
 
         observer = MetricsObserver(embedder=HashEmbedder(), output_dir=output)
-    original = pipeline.ResultLog
-    pipeline.ResultLog = TrackedResultLog
+    original = job_module.ResultLog
+    job_module.ResultLog = TrackedResultLog
     try:
-        job = pipeline.Job(spec, select_prompts(PROMPT, PROMPTS), tokenizer, engine, observer=observer)
+        job = job_module.Job(spec, select_prompts(PROMPT, PROMPTS), tokenizer, engine, observer=observer)
         rss_before = psutil.Process().memory_info().rss / 2**20
         hwm_reset = reset_peak_rss()
         started = time.perf_counter()
@@ -265,7 +265,7 @@ def run_job(
         seconds = time.perf_counter() - started
         job_peak = peak_rss_since_reset() if hwm_reset else None
     finally:
-        pipeline.ResultLog = original
+        job_module.ResultLog = original
     (sink,) = sinks
     return {
         "documents": summary.documents,

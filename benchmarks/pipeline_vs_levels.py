@@ -1,6 +1,6 @@
 """The job's pipelined map-reduce against the level-by-level ideal, on the same requests, in one run.
 
-(a) **job**: ``mapreduce_llm.pipeline.Job`` with vLLM in a Ray actor — every document's map calls are
+(a) **job**: ``mapreduce_llm.job.Job`` with vLLM in a Ray actor — every document's map calls are
     streamed into the engine and each document reduces as soon as its own map calls are back (no barrier).
 (b) **levels**: the same plans and the same reduce tree, run straight through ``vllm.LLM.generate`` one level
     at a time: all map requests of all documents in one call, then every document's level-1 collapse/reduce
@@ -42,7 +42,7 @@ PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 def run_job(spec: JobSpec, config: VLLMEngineConfig, tokenizer: HFTokenizer) -> tuple[float, Counter[str], int]:
     """(a): the real job on a vLLM-in-Ray engine; returns seconds, requests per stage, completion tokens."""
     from mapreduce_llm.engines import open_engine
-    from mapreduce_llm.pipeline import Job
+    from mapreduce_llm.job import Job
 
     async def timed() -> tuple[float, Counter[str], int]:
         async with open_engine(config) as engine:  # a local Ray session, started before the clock starts

@@ -278,7 +278,7 @@ def run(
             summary = run_job(spec, on_result, observer=CallProgress() if show else None)
         else:
             from mapreduce_llm.metrics import job_task, push_metrics, serve_metrics
-            from mapreduce_llm.pipeline import Observers
+            from mapreduce_llm.observers import Observers
 
             try:
                 with serve_metrics(observer.metrics.registry, metrics_port, metrics_host):

@@ -25,6 +25,7 @@ from mapreduce_llm.config import RetrievalConfig
 from mapreduce_llm.embeddings import TextEmbedder
 from mapreduce_llm.planning import DocumentPlan
 from mapreduce_llm.prompts import document_values
+from mapreduce_llm.results import RetrievalInfo
 from mapreduce_llm.tokenization import Tokenizer
 
 
@@ -60,6 +61,14 @@ def select_chunks(scores: Sequence[float], config: RetrievalConfig) -> list[int]
     ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[: config.top_k]
     floor = config.min_similarity
     return sorted(i for i in ranked if floor is None or scores[i] >= floor)
+
+
+def retrieve_chunks(embedder: TextEmbedder, plan: DocumentPlan, config: RetrievalConfig) -> RetrievalInfo:
+    """How similar each chunk is to the document's query, and which chunks to map under ``config``."""
+    scores = chunk_similarities(embedder, plan)
+    return RetrievalInfo(
+        query=query_of(plan)[1], mode=config.mode, similarities=scores, mapped=select_chunks(scores, config)
+    )
 
 
 @dataclass(frozen=True, slots=True)

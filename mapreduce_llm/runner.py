@@ -11,8 +11,9 @@ from mapreduce_llm.engines import Engine, open_engine
 from mapreduce_llm.engines.vllm_ray import model_folder
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.fingerprints import model_fingerprint
+from mapreduce_llm.job import Job
+from mapreduce_llm.observers import JobObserver
 from mapreduce_llm.output import OutputLock
-from mapreduce_llm.pipeline import Job, JobObserver
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptSelection, select_prompts
 from mapreduce_llm.results import DocumentResult, JobSummary

@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded model's real tokenizer, prompt files, and engine doubles."""
+"""Shared fixtures: the embedded model's real tokenizer, prompt files, and Jobs built with the embedding double."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from mapreduce_llm.config import JobSpec
+from mapreduce_llm.engines.base import Engine
+from mapreduce_llm.job import Job
 from mapreduce_llm.model_store import ensure_embedded_model
-from mapreduce_llm.tokenization import HFTokenizer
+from mapreduce_llm.prompts import PromptRef, PromptSelection
+from mapreduce_llm.tokenization import HFTokenizer, Tokenizer
+from tests.fake_embeddings import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "prompts"
@@ -48,13 +54,10 @@ def corpus_text() -> str:
     return (CORPUS / "python-howtos.md").read_text(encoding="utf-8")
 
 
-@pytest.fixture(autouse=True)
-def _fake_retrieval_embedder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Jobs in unit tests embed with the hashed bag-of-words double, not all-MiniLM-L6-v2 (8 s to load);
-    tests marked ``real_embeddings`` (and integration tests) use the real model."""
-    if request.node.get_closest_marker("real_embeddings") or "integration" in request.node.nodeid:
-        return
-    from tests.fake_embeddings import FakeEmbedder
-
-    fake = FakeEmbedder()
-    monkeypatch.setattr("mapreduce_llm.pipeline.shared_embedder", lambda: fake)
+def make_job(
+    spec: JobSpec, prompts: PromptSelection | PromptRef, tokenizer: Tokenizer, engine: Engine, **options: Any
+) -> Job:
+    """A Job that embeds with the hashed bag-of-words double instead of all-MiniLM-L6-v2 (8 s to load), given
+    through its constructor; ``options`` go to :class:`Job` as they are (an ``embedder`` among them wins)."""
+    options.setdefault("embedder", FakeEmbedder())
+    return Job(spec, prompts, tokenizer, engine, **options)

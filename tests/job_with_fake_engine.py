@@ -16,8 +16,8 @@ from pathlib import Path
 from mapreduce_llm.cache import request_key
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.job import Job
 from mapreduce_llm.model_store import ensure_embedded_model
-from mapreduce_llm.pipeline import Job
 from mapreduce_llm.prompts import prompt_hash, select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from mapreduce_llm.config import JobSpec
-from mapreduce_llm.pipeline import Job
+from mapreduce_llm.job import Job
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS

@@ -19,8 +19,8 @@ from mapreduce_llm.config import ChunkingConfig, JobSpec
 from mapreduce_llm.documents import Document
 from mapreduce_llm.drift import PROFILE_FILE, PROFILE_PARTIAL_FILE, build_baseline, job_drift, read_profiles
 from mapreduce_llm.embeddings import Vectors
+from mapreduce_llm.job import Job
 from mapreduce_llm.metrics import JobMetrics, MetricsObserver, push_metrics, serve_metrics
-from mapreduce_llm.pipeline import Job
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import DocumentResult, JobSummary, PromptInfo

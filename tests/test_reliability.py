@@ -18,7 +18,7 @@ from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.errors import EngineError, RequestError
-from mapreduce_llm.pipeline import Job
+from mapreduce_llm.job import Job
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import DocumentResult
 from mapreduce_llm.tokenization import HFTokenizer

@@ -15,8 +15,8 @@ from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.errors import OutputInUseError
 from mapreduce_llm.fingerprints import model_fingerprint, server_model_fingerprint
+from mapreduce_llm.job import Job
 from mapreduce_llm.output import OutputLock
-from mapreduce_llm.pipeline import Job
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS

@@ -1,23 +1,32 @@
-"""The job pipeline with an engine double: bad input never kills the job, budgets always hold, reruns resume."""
+"""The job with an engine double: bad input never kills the job, budgets always hold, reruns resume, and no
+document text reaches the logs."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import shutil
 from collections import Counter
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import Document
 from mapreduce_llm.engines.base import EngineRequest
 from mapreduce_llm.errors import DocumentError
-from mapreduce_llm.pipeline import Job
-from mapreduce_llm.prompts import Message, PromptFile, PromptRef, select_prompts
+from mapreduce_llm.job import Job
+from mapreduce_llm.prompts import Message, ModelCalibration, PromptFile, PromptRef, select_prompts, write_calibration
 from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, make_job
+from tests.fake_embeddings import FakeEmbedder
 from tests.fakes import FakeEngine
 
 
@@ -28,7 +37,7 @@ def _spec(tmp_path: Path, source: Path, prompt: str = "summarize", **extra: obje
 
 
 def _run(spec: JobSpec, engine: FakeEngine, tokenizer: HFTokenizer) -> list[dict[str, object]]:
-    asyncio.run(Job(spec, select_prompts(spec.prompt, spec.prompts_dir), tokenizer, engine).run())
+    asyncio.run(make_job(spec, select_prompts(spec.prompt, spec.prompts_dir), tokenizer, engine).run())
     return [json.loads(line) for line in (spec.output / "results.jsonl").read_text().splitlines()]
 
 
@@ -173,7 +182,7 @@ def test_no_request_ever_exceeds_the_context(
     spec = JobSpec.model_validate(
         {"input": tmp_path, "output": tmp_path / "o", "engine": {"max_model_len": max_model_len}}
     )
-    job = Job(spec, prompt, tokenizer, engine)
+    job = make_job(spec, prompt, tokenizer, engine)
     doc = Document(id="h", text=text, question=question, source="generated")
     try:
         result, _ = asyncio.run(job.process(doc))
@@ -212,3 +221,66 @@ def test_canary_rollout_over_forty_documents(tmp_path: Path, tokenizer: HFTokeni
     assert summary["documents_by_version"] == {f"qa@{v}": n for v, n in versions.items()}
     rerun = _run(spec.model_copy(update={"output": tmp_path / "run2"}), engine, tokenizer)
     assert [(r["id"], r["prompt"]) for r in rerun] == [(r["id"], r["prompt"]) for r in first]
+
+
+SECRET = "The quartermaster hid the brass key under the seventh floorboard of the chart room."
+
+
+def _with_secret(corpus_text: str) -> str:
+    """A long document with the secret sentence planted twice, far apart (so two chunks answer)."""
+    return corpus_text[:5000] + "\n\n" + SECRET + "\n\n" + corpus_text[5000:10000] + "\n\n" + SECRET + "\n\n"
+
+
+@contextmanager
+def _debug_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Every log event, debug level included, of the code run inside."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        structlog.configure(**saved)
+
+
+def test_no_document_text_in_the_logs(tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str) -> None:
+    """No log event of a free-text or an answer job, debug level included, holds a sentence of the document."""
+    prompts = tmp_path / "prompts"
+    shutil.copytree(PROMPTS, prompts, ignore=shutil.ignore_patterns("*.calibration.yaml"))
+    answer_prompt = select_prompts("qa@2.0.0", prompts).base
+    thresholds = {"map_min_confidence": -1.0, "reduce_min_confidence": -0.01}  # every answer is re-retrieved
+    write_calibration(answer_prompt, "fake-model", ModelCalibration.model_validate(thresholds))
+    src = tmp_path / "in.jsonl"
+    question = "Where is the brass key?"
+    src.write_text(json.dumps({"id": "s", "text": _with_secret(corpus_text), "question": question}) + "\n")
+
+    def respond(req: EngineRequest) -> str:
+        prompt = tokenizer.decode(req.prompt_token_ids)
+        if req.stage in ("map", "reretrieve"):
+            if "seventh floorboard" in prompt:
+                return json.dumps({"quote": SECRET, "answer": "under the seventh floorboard"})
+            return json.dumps({"quote": "", "answer": "NOT FOUND"})
+        return json.dumps({"quote": "It was in the attic.", "answer": "in the attic"})  # backed by no candidate
+
+    with _debug_logs() as logs:
+        for prompt in ("summarize@1.0.0", "qa@2.0.0"):
+            spec = _spec(tmp_path, src, prompt=prompt, prompts_dir=prompts, output=tmp_path / prompt)
+            engine = FakeEngine(tokenizer, respond=respond if prompt.startswith("qa") else None)
+            asyncio.run(make_job(spec, select_prompts(prompt, prompts), tokenizer, engine).run())
+    events = {e["event"] for e in logs}
+    assert {"document.planned", "document.answers", "document.reduce_unsupported", "document.done"} <= events
+    answer = json.loads((tmp_path / "qa@2.0.0" / "results.jsonl").read_text())
+    assert answer["output"] == "under the seventh floorboard" and answer["reretrieval"]["triggered"]
+    for event in logs:
+        assert "seventh floorboard" not in repr(event), event["event"]
+
+
+def test_the_embedder_comes_through_the_constructor(tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str) -> None:
+    """Retrieval embeds with the embedder the Job was given (here the test double), never a module global."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "q", "text": corpus_text[:8000], "question": "How do I sort?"}) + "\n")
+    spec = _spec(tmp_path, src, prompt="summarize", retrieval={"mode": "top_k", "top_k": 1})
+    embedder = FakeEmbedder()
+    job = Job(spec, select_prompts("summarize", PROMPTS), tokenizer, FakeEngine(tokenizer), embedder=embedder)
+    summary = asyncio.run(job.run())
+    assert summary.ok == 1 and embedder.calls and embedder.calls[0][0] == "How do I sort?"

@@ -1,4 +1,4 @@
-"""Question answering with structured records, end to end through the job with an engine double.
+"""The answer flow (flows/answer.py, flows/reretrieve.py), end to end through the job with an engine double.
 
 The double answers like the embedded model does: it copies the planted fact when the chunk has it and
 invents a plausible sentence when it does not. Retrieval uses the bag-of-words embedding double.
@@ -17,11 +17,10 @@ import pytest
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineRequest
 from mapreduce_llm.metrics import JobMetrics, MetricsObserver
-from mapreduce_llm.pipeline import Job
 from mapreduce_llm.prompts import ModelCalibration, select_prompts, write_calibration
 from mapreduce_llm.results import DocumentResult
 from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, make_job
 from tests.fakes import FakeEngine
 
 QUESTION = "What is the access code for the Halvorsen archive?"
@@ -93,7 +92,7 @@ def run(
             **extra,
         }
     )
-    asyncio.run(Job(spec, select_prompts(spec.prompt, prompts_dir), tokenizer, engine, observer=observer).run())
+    asyncio.run(make_job(spec, select_prompts(spec.prompt, prompts_dir), tokenizer, engine, observer=observer).run())
     lines = (spec.output / "results.jsonl").read_text().splitlines()
     return [DocumentResult.model_validate_json(line) for line in lines]
 
@@ -116,6 +115,7 @@ def calibrated(tmp_path: Path) -> Callable[..., Path]:
 def test_answer_carries_its_evidence_span_and_invented_answers_are_dropped(
     tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str
 ) -> None:
+    """A kept answer carries its quote's span in the document; answers whose quote is not in the chunk are dropped."""
     text = document(corpus_text, {0.6: FACT})
     engine = make_engine(tokenizer)
     [found, absent] = run(
@@ -143,6 +143,7 @@ def test_answer_carries_its_evidence_span_and_invented_answers_are_dropped(
 def test_reducer_sees_answers_best_first_and_must_agree_with_one(
     tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str
 ) -> None:
+    """The reducer gets candidates most confident first, and its answer stands only when a candidate backs it."""
     text = document(corpus_text, {0.2: RIVAL, 0.8: FACT})
     doc = {"id": "two", "text": text, "question": QUESTION}
     engine = make_engine(tokenizer)
@@ -162,6 +163,7 @@ def test_reducer_sees_answers_best_first_and_must_agree_with_one(
 def test_calibrated_threshold_drops_unsure_answers(
     tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str, calibrated: Callable[..., Path]
 ) -> None:
+    """A map answer under the calibrated map_min_confidence is recorded as low_confidence and not kept."""
     folder = calibrated(map_min_confidence=-0.2)
     doc = {"id": "rival", "text": document(corpus_text, {0.5: RIVAL}), "question": QUESTION}
     [result] = run(tmp_path, make_engine(tokenizer), tokenizer, [doc], prompts_dir=folder)
@@ -172,6 +174,7 @@ def test_calibrated_threshold_drops_unsure_answers(
 def test_off_topic_evidence_is_dropped(
     tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str, calibrated: Callable[..., Path]
 ) -> None:
+    """Evidence less similar to the question than calibrated makes the answer off_topic, with its similarity."""
     folder = calibrated(min_evidence_similarity=0.99)
     doc = {"id": "x", "text": document(corpus_text, {0.5: FACT}), "question": QUESTION}
     [result] = run(tmp_path, make_engine(tokenizer), tokenizer, [doc], prompts_dir=folder)
@@ -183,6 +186,7 @@ def test_off_topic_evidence_is_dropped(
 def test_reretrieval_replaces_an_unsure_answer_and_records_why(
     tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str, calibrated: Callable[..., Path]
 ) -> None:
+    """An answer under reduce_min_confidence is re-retrieved; a surer answer from the passages replaces it."""
     folder = calibrated(reduce_min_confidence=-0.2)
     text = document(corpus_text, {0.5: RIVAL})
     doc = {"id": "unsure", "text": text, "question": QUESTION}
@@ -211,6 +215,7 @@ def test_reretrieval_replaces_an_unsure_answer_and_records_why(
 def test_reretrieval_rounds_are_bounded(
     tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str, calibrated: Callable[..., Path]
 ) -> None:
+    """Re-retrieval stops when a round would see the same passages again, whatever max_rounds allows."""
     folder = calibrated(reduce_min_confidence=-0.01)
     doc = {"id": "unsure", "text": document(corpus_text, {0.5: RIVAL}), "question": QUESTION}
 
@@ -228,6 +233,8 @@ def test_reretrieval_rounds_are_bounded(
 
 
 def test_malformed_output_is_a_recorded_parse_failure(tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str) -> None:
+    """A map output that is not a valid record is a counted parse failure with its reason, not an error."""
+
     def respond(request: EngineRequest) -> str:
         prompt = tokenizer.decode(request.prompt_token_ids)
         return record(FACT, "4417") if "is 4417" in prompt.split("Text:", 1)[-1] else '{"quote": "The acc'
@@ -243,6 +250,7 @@ def test_malformed_output_is_a_recorded_parse_failure(tmp_path: Path, tokenizer:
 def test_top_k_maps_only_the_most_similar_chunks_and_exports_similarity(
     tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str
 ) -> None:
+    """top_k maps only the chunks most similar to the question, and their similarities reach the metrics."""
     doc = {"id": "rag", "text": document(corpus_text, {0.7: FACT}), "question": QUESTION}
     engine = make_engine(tokenizer)
     metrics = JobMetrics()
