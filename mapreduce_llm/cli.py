@@ -109,7 +109,8 @@ def job_options(func: F) -> F:
             expose_value=False,
             callback=_store_sets,
             help="Set any job spec field by its dotted path, e.g. --set engine.max_model_len=4096 (repeat; applied "
-            "after the named flags; VALUE is read as YAML). See `mapreduce-llm schema` for the fields.",
+            "after the named flags). VALUE is read as YAML (4096, 0.5, true, null, {k: v}); text fields take it as "
+            "written. See `mapreduce-llm schema` for the fields.",
         ),
     ]
     for option in reversed(options):
