@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from mapreduce_llm.config import JobSpec
-from mapreduce_llm.documents import input_kind, walk_folder
 from mapreduce_llm.errors import MapReduceError
+from mapreduce_llm.input_files import input_kind, walk_folder
 from mapreduce_llm.prompts import default_prompts_dir, select_prompts
 
 ENTRYPOINT = "mapreduce-llm run spec.yaml --no-progress"
