@@ -150,6 +150,33 @@ class LimitsConfig(StrictModel):
     many plus ``max_documents_in_flight`` are ever held."""
 
 
+class MonitoringConfig(StrictModel):
+    """What a job exports for Prometheus and Grafana, and the drift it scores (see monitoring/README.md).
+
+    It is part of the spec, so a job sent with ``submit`` or run as a RayJob is monitored like a local one.
+    """
+
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """Serve Prometheus ``/metrics`` on this port while the job runs (0: any free port); None: not served."""
+    metrics_host: str = "127.0.0.1"
+    """Address ``/metrics`` binds to (``0.0.0.0`` for a scrape from another host, e.g. a pod)."""
+    pushgateway: str | None = None
+    """Push the job's final figures to this Prometheus Pushgateway URL (grouped by job id and task)."""
+    embed: bool | None = None
+    """Embed chunks (all-MiniLM-L6-v2) for document profiles, topics and ``DIR/profile.jsonl``. None: on when
+    a ``baseline`` is given."""
+    baseline: str | None = None
+    """Score drift against this baseline (``mapreduce-llm drift baseline``); scores go to the metrics and to
+    ``summary.json``."""
+    baselines_dir: Path | None = None
+    """Folder of baselines. Default: ``$MAPREDUCE_LLM_BASELINES``, else ./baselines."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when the job exports or profiles anything."""
+        return self.metrics_port is not None or bool(self.pushgateway) or bool(self.embed) or bool(self.baseline)
+
+
 class JobSpec(StrictModel):
     """One batch job: read documents, map a prompt over their chunks, reduce, write results."""
 
@@ -175,6 +202,7 @@ class JobSpec(StrictModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @property
     def resolved_job_id(self) -> str:
