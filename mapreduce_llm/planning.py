@@ -2,12 +2,13 @@
 
 For every stage the budget is ``max_model_len - template tokens - reserved output tokens``, counted in the
 served model's tokens with the document's own variables (its question) rendered in. Planning needs only the
-tokenizer: ``mapreduce-llm plan`` runs it without an engine.
+tokenizer: ``mapreduce-llm plan`` runs it without an engine, printing a :class:`PlanRow` per document.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from mapreduce_llm.chunking import Chunk, chunk_text
 from mapreduce_llm.config import ChunkingConfig
@@ -115,3 +116,47 @@ def plan_document(
         reserved_output_tokens=reserve,
         separator_ids=separator,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRow:
+    """One document's row of ``mapreduce-llm plan``: its chunks and token counts, or why it cannot run."""
+
+    item: DocumentPlan | DocumentError
+
+    TABLE_HEADER: ClassVar[str] = (
+        f"{'document':40} {'version':>8} {'tokens':>8} {'budget':>7} {'chunks':>6} {'max prompt':>10}  note"
+    )
+    """The column titles of :meth:`table_line`."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as ``plan --json`` prints it (status ``ok`` with every chunk, or ``error`` with its code)."""
+        item = self.item
+        if isinstance(item, DocumentError):
+            return {"id": item.document_id, "status": "error", "code": item.code, "error": str(item)}
+        return {
+            "id": item.document.id,
+            "status": "ok",
+            "prompt": item.prompt.ref,
+            "tokens": sum(c.n_tokens for c in item.chunks),
+            "chunk_budget": item.chunk_budget,
+            "chunks": [
+                {"id": c.id, "start": c.start, "end": c.end, "tokens": c.n_tokens, "boundary": c.boundary.name.lower()}
+                for c in item.chunks
+            ],
+            "map_requests": len(item.chunks),
+            "max_prompt_tokens": max(item.map_prompt_tokens),
+            "reduce_capacity": item.capacity("reduce"),
+        }
+
+    def table_line(self) -> str:
+        """The row under :attr:`TABLE_HEADER` (the document id cut to 40 characters)."""
+        item = self.item
+        if isinstance(item, DocumentError):
+            dashes = f"{'-':>8} {'-':>8} {'-':>7} {'-':>6} {'-':>10}"
+            return f"{item.document_id[:40]:40} {dashes}  error {item.code}: {item}"
+        tokens = sum(c.n_tokens for c in item.chunks)
+        return (
+            f"{item.document.id[:40]:40} {item.prompt.version:>8} {tokens:>8} {item.chunk_budget:>7} "
+            f"{len(item.chunks):>6} {max(item.map_prompt_tokens):>10}"
+        )
