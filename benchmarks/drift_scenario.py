@@ -75,16 +75,11 @@ def build_corpora(dest: Path, n: int = 40, seed: int = 7) -> dict[str, Path]:
 
 def main() -> None:
     from mapreduce_llm.config import JobSpec
-    from mapreduce_llm.drift import (
-        build_baseline,
-        job_drift,
-        level,
-        profile_document,
-        save_baseline,
-        write_profiles,
-    )
     from mapreduce_llm.embeddings import Embedder
     from mapreduce_llm.errors import DocumentError
+    from mapreduce_llm.monitoring.baselines import BaselineStore
+    from mapreduce_llm.monitoring.drift import build_baseline, job_drift, level
+    from mapreduce_llm.monitoring.profiles import profile_document, write_profiles
     from mapreduce_llm.runner import plan_job
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -109,7 +104,7 @@ def main() -> None:
             f"({chunks / seconds:5.1f} chunks/s)"
         )
     baseline = build_baseline("python-docs", profiles["baseline"], str(folders["baseline"]))
-    print(f"baseline: {save_baseline(baseline, args.out / 'baselines')}")
+    print(f"baseline: {BaselineStore(args.out / 'baselines').save(baseline)}")
     for name in ("heldout", "different"):
         for key, scores in job_drift(baseline, profiles[name]).items():
             for signal, score in scores.items():

@@ -13,8 +13,8 @@ as a ratio against the small one (baseline), so "flat in corpus size" reads as r
 - ``resume``: the same output folder again, every document finished, with document 0's text changed: one
   document recomputed (slow again), all others reused from the first run.
 
-``--with-profiles`` runs ``run`` and ``resume`` with the metrics observer's profiling path on
-(:class:`mapreduce_llm.metrics.MetricsObserver` with an embedding double, writing profile.jsonl).
+``--with-profiles`` runs ``run`` and ``resume`` monitored with embeddings on (``monitoring.embed``, through
+:func:`mapreduce_llm.monitoring.monitored` with an embedding double: metrics, profiles, profile.jsonl).
 
 Printed per case: the process's peak RSS; the job's own growth (peak RSS during ``Job.run``, read from the
 kernel after resetting it, minus RSS before — loading the tokenizer peaks higher than the job and would hide
@@ -217,6 +217,7 @@ def run_job(
     """Run a Job over ``corpus`` into ``output`` with :class:`SlowFirstEngine`; what the driver kept, as a dict."""
     from mapreduce_llm import job as job_module
     from mapreduce_llm.config import JobSpec
+    from mapreduce_llm.monitoring import JobMonitor, monitored
     from mapreduce_llm.prompts import select_prompts
 
     if tokenizer is None:
@@ -246,24 +247,24 @@ def run_job(
             "prompts_dir": PROMPTS,
             "engine": {"max_model_len": 1024},
             "cache": {"enabled": cache},
+            "monitoring": {"embed": with_profiles},
         }
     )
     engine = SlowFirstEngine(tokenizer, documents - 1, stall_s, max_hold_s)
-    observer = None
-    if with_profiles:
-        from mapreduce_llm.metrics import MetricsObserver
-
-        observer = MetricsObserver(embedder=HashEmbedder(), output_dir=output)
+    embedder = HashEmbedder()
     original = job_module.ResultLog
     job_module.ResultLog = TrackedResultLog
     try:
-        job = job_module.Job(spec, select_prompts(PROMPT, PROMPTS), tokenizer, engine, observer=observer)
-        rss_before = psutil.Process().memory_info().rss / 2**20
-        hwm_reset = reset_peak_rss()
-        started = time.perf_counter()
-        summary = asyncio.run(job.run())
-        seconds = time.perf_counter() - started
-        job_peak = peak_rss_since_reset() if hwm_reset else None
+        with monitored(spec, embedder=embedder) as monitoring:
+            observer = monitoring.observer
+            prompts = select_prompts(PROMPT, PROMPTS)
+            job = job_module.Job(spec, prompts, tokenizer, engine, observer=observer, embedder=embedder)
+            rss_before = psutil.Process().memory_info().rss / 2**20
+            hwm_reset = reset_peak_rss()
+            started = time.perf_counter()
+            summary = asyncio.run(job.run())
+            seconds = time.perf_counter() - started
+            job_peak = peak_rss_since_reset() if hwm_reset else None
     finally:
         job_module.ResultLog = original
     (sink,) = sinks
@@ -280,7 +281,7 @@ def run_job(
         "lead_peak_buffered": getattr(sink, "peak_buffered", None),
         "released": engine.released,
         "held_s": engine.held_s,
-        "profiled": observer.profiled if observer is not None else None,
+        "profiled": observer.profiles.profiled if isinstance(observer, JobMonitor) else None,
     }
 
 

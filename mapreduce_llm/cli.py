@@ -185,19 +185,33 @@ def cli(log_level: str, json_logs: bool | None) -> None:
 
 
 def monitoring_options(func: F) -> F:
-    """Metrics, embeddings and drift options of ``run`` (see monitoring/README.md)."""
+    """Metrics, embeddings and drift options of ``run``: the spec's ``monitoring:`` section (monitoring/README.md)."""
     options = [
-        click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port while the job runs."),
-        click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics binds to."),
-        click.option("--pushgateway", metavar="URL", help="Push the final metrics to this Prometheus Pushgateway."),
-        click.option(
+        spec_option(
+            "monitoring.metrics_port",
+            "--metrics-port",
+            type=int,
+            help="Serve Prometheus /metrics on this port while the job runs.",
+        ),
+        spec_option("monitoring.metrics_host", "--metrics-host", help="Address /metrics binds to (default 127.0.0.1)."),
+        spec_option(
+            "monitoring.pushgateway", "--pushgateway", metavar="URL", help="Push the final metrics to this Pushgateway."
+        ),
+        spec_option(
+            "monitoring.embed",
             "--embed/--no-embed",
             default=None,
             help="Embed chunks (all-MiniLM-L6-v2) for retrieval similarity, topics and DIR/profile.jsonl "
             "(default: on with --baseline).",
         ),
-        click.option("--baseline", metavar="NAME", help="Score drift against this baseline (see `drift baseline`)."),
-        click.option(
+        spec_option(
+            "monitoring.baseline",
+            "--baseline",
+            metavar="NAME",
+            help="Score drift against this baseline (`drift baseline`).",
+        ),
+        spec_option(
+            "monitoring.baselines_dir",
             "--baselines-dir",
             type=click.Path(path_type=Path, file_okay=False),
             help="Folder of baselines (default: $MAPREDUCE_LLM_BASELINES or ./baselines).",
@@ -213,17 +227,7 @@ def monitoring_options(func: F) -> F:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @monitoring_options
 @click.pass_context
-def run(
-    ctx: click.Context,
-    spec_file: Path | None,
-    progress: bool | None,
-    metrics_port: int | None,
-    metrics_host: str,
-    pushgateway: str | None,
-    embed: bool | None,
-    baseline: str | None,
-    baselines_dir: Path | None,
-) -> None:
+def run(ctx: click.Context, spec_file: Path | None, progress: bool | None) -> None:
     """Run a job: chunk, map, reduce, write DIR/results.jsonl and DIR/summary.json.
 
     SPEC is an optional YAML job spec (see `mapreduce-llm schema`); flags and --set override its fields.
@@ -234,12 +238,6 @@ def run(
 
     run_job = Library.of(ctx).run_job
     spec = job_spec(spec_file, need_output=True)
-    monitored = metrics_port is not None or pushgateway or embed or baseline
-    observer = None
-    if monitored:
-        from mapreduce_llm.metrics import build_observer
-
-        observer = build_observer(spec, embed=embed, baseline=baseline, baselines_dir=baselines_dir)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(
         total=count_inputs(spec.input, follow_symlinks=spec.follow_symlinks),
@@ -275,19 +273,7 @@ def run(
             pass
 
     try:
-        if observer is None:
-            summary = run_job(spec, on_result, observer=CallProgress() if show else None)
-        else:
-            from mapreduce_llm.metrics import job_task, push_metrics, serve_metrics
-            from mapreduce_llm.observers import Observers
-
-            try:
-                with serve_metrics(observer.metrics.registry, metrics_port, metrics_host):
-                    both = Observers(observer, CallProgress() if show else None)
-                    summary = run_job(spec, on_result, observer=both)
-            finally:
-                if pushgateway and observer.finished:
-                    push_metrics(observer.metrics.registry, pushgateway, spec.resolved_job_id, job_task(spec))
+        summary = run_job(spec, on_result, observer=CallProgress() if show else None)
     finally:
         calls.close()
         bar.close()
@@ -300,8 +286,8 @@ def run(
         click.echo(f"  {count} × {code}")
     click.echo(f"results: {spec.output / 'results.jsonl'}")
     click.echo(f"summary: {spec.output / 'summary.json'}")
-    if observer is not None and observer.drift:
-        _echo_drift(observer.drift)
+    if summary.drift:
+        _echo_drift(summary.drift)
 
 
 @cli.command()
@@ -650,7 +636,7 @@ def list_(address: str | None) -> None:
 
 
 def _echo_drift(scores: dict[str, dict[str, float]]) -> None:
-    from mapreduce_llm.drift import level
+    from mapreduce_llm.monitoring.drift import level
 
     for key, signals in scores.items():
         for signal, score in signals.items():
@@ -680,12 +666,12 @@ def drift() -> None:
 @click.pass_context
 def drift_profile(ctx: click.Context, spec_file: Path | None) -> None:
     """Profile a job's input without an engine: plan and embed every document, write DIR/profile.jsonl."""
-    from mapreduce_llm.drift import profile_document, write_profiles
-    from mapreduce_llm.embeddings import Embedder
+    from mapreduce_llm.embeddings import shared_embedder
+    from mapreduce_llm.monitoring.profiles import profile_document, write_profiles
 
     spec = job_spec(spec_file, need_output=True)
     _, plans = Library.of(ctx).plan_job(spec)
-    embedder = Embedder()
+    embedder = shared_embedder()
     profiles, errors = [], 0
     for p in plans:
         if isinstance(p, DocumentError):
@@ -702,10 +688,12 @@ def drift_profile(ctx: click.Context, spec_file: Path | None) -> None:
 @_BASELINES_OPTION
 def drift_baseline(results: Path, name: str, baselines_dir: Path | None) -> None:
     """Store the reference profile of every task and prompt version in a job's DIR/profile.jsonl."""
-    from mapreduce_llm.drift import build_baseline, default_baselines_dir, read_profiles, save_baseline
+    from mapreduce_llm.monitoring.baselines import BaselineStore
+    from mapreduce_llm.monitoring.drift import build_baseline
+    from mapreduce_llm.monitoring.profiles import read_profiles
 
     baseline = build_baseline(name, read_profiles(results), str(results))
-    path = save_baseline(baseline, baselines_dir or default_baselines_dir())
+    path = BaselineStore(baselines_dir).save(baseline)
     for key, ref in baseline.versions.items():
         click.echo(f"{key}: {ref.documents} documents, {ref.chunks} chunks, {len(ref.topic_centroids)} topics")
     click.echo(f"baseline: {path}")
@@ -717,9 +705,11 @@ def drift_baseline(results: Path, name: str, baselines_dir: Path | None) -> None
 @_BASELINES_OPTION
 def drift_check(results: Path, baseline: str, baselines_dir: Path | None) -> None:
     """Print the drift scores of a job's DIR/profile.jsonl against a baseline (exit 2 over an alert threshold)."""
-    from mapreduce_llm.drift import default_baselines_dir, job_drift, level, load_baseline, read_profiles
+    from mapreduce_llm.monitoring.baselines import BaselineStore
+    from mapreduce_llm.monitoring.drift import job_drift, level
+    from mapreduce_llm.monitoring.profiles import iter_profiles
 
-    scores = job_drift(load_baseline(baselines_dir or default_baselines_dir(), baseline), read_profiles(results))
+    scores = job_drift(BaselineStore(baselines_dir).load(baseline), iter_profiles(results))
     if not scores:
         click.echo("no task@version of the job is in the baseline")
     _echo_drift(scores)

@@ -43,7 +43,7 @@ from mapreduce_llm.results import (
     error_result,
     printable,
 )
-from mapreduce_llm.retrieval import retrieve_chunks
+from mapreduce_llm.retrieval import ScoredPlan, chunk_scores, retrieve_chunks
 from mapreduce_llm.tokenization import Tokenizer
 
 log = structlog.get_logger(__name__)
@@ -113,7 +113,9 @@ class Job:
         dlog.debug("document.planned", chunks=len(plan.chunks), chunk_budget=plan.chunk_budget)
         retrieval = None
         if self.spec.retrieval.similarity_for(prompt.file.output):
-            retrieval = await asyncio.to_thread(retrieve_chunks, self.embedder, plan, self.spec.retrieval)
+            scores = await asyncio.to_thread(chunk_scores, self.embedder, plan)
+            plan = ScoredPlan.of(plan, scores)  # observers get the scores too: a drift profile reuses them
+            retrieval = retrieve_chunks(plan, scores, self.spec.retrieval)
         run = DocumentRun(
             plan=plan,
             selected=list(range(len(plan.chunks))) if retrieval is None else retrieval.mapped,

@@ -221,6 +221,9 @@ class JobSummary(RecordModel):
     """Engine requests actually sent to the engine by this run."""
     max_levels: int = 0
     fatal_error: str | None = None
+    drift: dict[str, dict[str, float]] | None = None
+    """Drift of the job's documents against ``monitoring.baseline``: scores per ``task@version``, then per signal
+    (PSI, or cosine distance for ``embedding_centroid``). None without a baseline."""
 
 
 @dataclass(slots=True)

@@ -2,7 +2,8 @@
 
 The query is the prompt version's ``query`` template filled from the document, else the document's question,
 else the task's description. Query and chunks are embedded with all-MiniLM-L6-v2
-(:mod:`mapreduce_llm.embeddings`); vectors are unit length, so a dot product is the cosine similarity. MiniLM
+(:mod:`mapreduce_llm.embeddings`) in one call (:class:`ChunkScores`, kept for the document's drift profile);
+vectors are unit length, so a dot product is the cosine similarity. MiniLM
 reads the first 256 word pieces of a text, so a long chunk is judged by its beginning — one reason
 re-retrieval ranks finer *passages* instead of chunks.
 
@@ -15,14 +16,14 @@ put together (in document order) and the question is asked again of them alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import numpy as np
 
 from mapreduce_llm.chunking import Chunk, chunk_text
 from mapreduce_llm.config import RetrievalConfig
-from mapreduce_llm.embeddings import TextEmbedder
+from mapreduce_llm.embeddings import EMBEDDING_DIM, TextEmbedder, Vectors
 from mapreduce_llm.planning import DocumentPlan
 from mapreduce_llm.prompts import document_values
 from mapreduce_llm.results import RetrievalInfo
@@ -48,10 +49,45 @@ def similarities(embedder: TextEmbedder, query: str, texts: Sequence[str]) -> li
     return [round(float(s), 5) for s in rows[1:] @ rows[0]]
 
 
-def chunk_similarities(embedder: TextEmbedder, plan: DocumentPlan) -> list[float]:
-    """Similarity of the document's query to each of its chunks."""
+@dataclass(frozen=True, slots=True)
+class ChunkScores:
+    """A document's chunks compared with its query, from one embedding call of (query + chunks).
+
+    The job's retrieval makes them; the document's profile (:mod:`mapreduce_llm.monitoring.profiles`) reuses
+    them, vectors included, so a monitored job embeds each chunk once.
+    """
+
+    similarities: list[float]
+    """Cosine similarity of the query to each chunk, in chunk order (5 decimals)."""
+    vectors: Vectors
+    """The chunks' unit embeddings, one row per chunk."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPlan(DocumentPlan):
+    """A document's plan with its chunks' scores: what the job runs and reports once retrieval has scored it,
+    so that the document's profile reuses the scores instead of embedding the chunks again."""
+
+    scores: ChunkScores = field(kw_only=True)
+
+    @classmethod
+    def of(cls, plan: DocumentPlan, scores: ChunkScores) -> ScoredPlan:
+        """``plan`` with ``scores``."""
+        return cls(**{f.name: getattr(plan, f.name) for f in fields(DocumentPlan)}, scores=scores)
+
+
+def scores_of(plan: DocumentPlan) -> ChunkScores | None:
+    """The scores the job's retrieval gave a plan's chunks; None when it did not score them."""
+    return plan.scores if isinstance(plan, ScoredPlan) else None
+
+
+def chunk_scores(embedder: TextEmbedder, plan: DocumentPlan) -> ChunkScores:
+    """Similarity of the document's query to each of its chunks, and the chunks' vectors (one embedding call)."""
     text = plan.document.text
-    return similarities(embedder, query_of(plan)[0], [text[c.start : c.end] for c in plan.chunks])
+    if not plan.chunks:
+        return ChunkScores([], np.zeros((0, EMBEDDING_DIM), dtype=np.float32))
+    rows = embedder.embed([query_of(plan)[0], *(text[c.start : c.end] for c in plan.chunks)])
+    return ChunkScores([round(float(s), 5) for s in rows[1:] @ rows[0]], rows[1:])
 
 
 def select_chunks(scores: Sequence[float], config: RetrievalConfig) -> list[int]:
@@ -63,11 +99,14 @@ def select_chunks(scores: Sequence[float], config: RetrievalConfig) -> list[int]
     return sorted(i for i in ranked if floor is None or scores[i] >= floor)
 
 
-def retrieve_chunks(embedder: TextEmbedder, plan: DocumentPlan, config: RetrievalConfig) -> RetrievalInfo:
-    """How similar each chunk is to the document's query, and which chunks to map under ``config``."""
-    scores = chunk_similarities(embedder, plan)
+def retrieve_chunks(plan: DocumentPlan, scores: ChunkScores, config: RetrievalConfig) -> RetrievalInfo:
+    """What the document's result says about retrieval: its chunks' similarities, and which to map under
+    ``config``."""
     return RetrievalInfo(
-        query=query_of(plan)[1], mode=config.mode, similarities=scores, mapped=select_chunks(scores, config)
+        query=query_of(plan)[1],
+        mode=config.mode,
+        similarities=scores.similarities,
+        mapped=select_chunks(scores.similarities, config),
     )
 
 

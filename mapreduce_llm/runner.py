@@ -7,12 +7,14 @@ from collections.abc import Callable, Iterator
 
 from mapreduce_llm.config import JobSpec, VLLMEngineConfig
 from mapreduce_llm.documents import read_documents
+from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
 from mapreduce_llm.engines import Engine, open_engine
 from mapreduce_llm.engines.vllm_ray import model_folder
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.fingerprints import model_fingerprint
 from mapreduce_llm.job import Job
-from mapreduce_llm.observers import JobObserver
+from mapreduce_llm.monitoring import monitored
+from mapreduce_llm.observers import JobObserver, Observers
 from mapreduce_llm.output import OutputLock
 from mapreduce_llm.planning import DocumentPlan, plan_document
 from mapreduce_llm.prompts import PromptSelection, select_prompts
@@ -25,30 +27,37 @@ def run_job(
     on_result: Callable[[DocumentResult], None] | None = None,
     engine: Engine | None = None,
     observer: JobObserver | None = None,
+    embedder: TextEmbedder | None = None,
 ) -> JobSummary:
     """Run a job end to end on its engine (:func:`~mapreduce_llm.engines.open_engine`: vLLM in Ray, or an
-    OpenAI-compatible server); returns its summary (also written to summary.json).
+    OpenAI-compatible server), monitored as ``spec.monitoring`` says (:func:`~mapreduce_llm.monitoring.monitored`:
+    /metrics, Pushgateway, profiles, drift); returns its summary (also written to summary.json).
 
     ``engine``: an already started engine serving the same model (e.g. shared by several jobs); by default the
-    job starts its own and stops it at the end.
+    job starts its own and stops it at the end. ``observer`` hears the job beside the monitoring. ``embedder``:
+    the one embedding model of the job's retrieval and profiles (default: the process's all-MiniLM-L6-v2).
     """
     prompts = select_prompts(spec.prompt, spec.prompts_dir)
     if not spec.input.exists():
         raise ConfigError(f"input {spec.input} does not exist; check the path", parameter="input")
     OutputLock(spec.output, spec.resolved_job_id).check()  # refused now, not after the engine's start
     tokenizer = tokenizer_for(spec.engine)
+    embedder = embedder or shared_embedder()
 
-    async def run() -> JobSummary:
+    async def run(watcher: JobObserver) -> JobSummary:
         if engine is not None:
             identity = (
                 model_fingerprint(model_folder(spec.engine)) if isinstance(spec.engine, VLLMEngineConfig) else None
             )
-            return await Job(spec, prompts, tokenizer, engine, on_result, observer, model_identity=identity).run()
+            job = Job(spec, prompts, tokenizer, engine, on_result, watcher, embedder, model_identity=identity)
+            return await job.run()
         async with open_engine(spec.engine) as started:
-            job = Job(spec, prompts, tokenizer, started, on_result, observer, model_identity=started.identity)
+            job = Job(spec, prompts, tokenizer, started, on_result, watcher, embedder, model_identity=started.identity)
             return await job.run()
 
-    return asyncio.run(run())
+    with monitored(spec, embedder=embedder) as monitoring:
+        summary = asyncio.run(run(Observers(monitoring.observer, observer)))
+    return monitoring.with_drift(summary)
 
 
 def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, Iterator[DocumentPlan | DocumentError]]:

@@ -16,7 +16,7 @@ import pytest
 
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import EngineRequest
-from mapreduce_llm.metrics import JobMetrics, MetricsObserver
+from mapreduce_llm.monitoring import JobMetrics, MetricsObserver
 from mapreduce_llm.prompts import ModelCalibration, select_prompts, write_calibration
 from mapreduce_llm.results import DocumentResult
 from mapreduce_llm.tokenization import HFTokenizer

@@ -9,9 +9,10 @@ from types import ModuleType
 import pytest
 
 from mapreduce_llm.config import JobSpec
-from mapreduce_llm.drift import DocumentProfile, build_baseline, job_drift, level, profile_document
-from mapreduce_llm.embeddings import Embedder
+from mapreduce_llm.embeddings import shared_embedder
 from mapreduce_llm.errors import DocumentError
+from mapreduce_llm.monitoring.drift import build_baseline, job_drift, level
+from mapreduce_llm.monitoring.profiles import DocumentProfile, profile_document
 from mapreduce_llm.runner import plan_job
 from tests.conftest import PROMPTS, benchmark_module
 
@@ -24,7 +25,7 @@ def _scenario() -> ModuleType:
 def profiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[DocumentProfile]]:
     """Profiles of the three corpora (40 documents each): Python docs, held-out Python docs, license texts."""
     folders = _scenario().build_corpora(tmp_path_factory.mktemp("corpora"), 40)
-    embedder = Embedder()
+    embedder = shared_embedder()
     out = {}
     for name, folder in folders.items():
         spec = JobSpec.model_validate({"input": folder, "output": folder / "out", "prompts_dir": PROMPTS})

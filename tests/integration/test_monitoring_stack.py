@@ -30,13 +30,12 @@ from click.testing import CliRunner
 from mapreduce_llm.cli import cli
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
-from mapreduce_llm.metrics import build_observer, job_task, push_metrics, serve_metrics
 from mapreduce_llm.prompts import load_calibration, select_prompts, write_calibration
 from mapreduce_llm.runner import run_job
 from tests.conftest import CORPUS, PROMPTS, ROOT
 from tests.integration.conftest import TEST_ENGINE
 from tests.integration.test_drift_scenario import _scenario
-from tests.test_monitoring import dashboard_exprs
+from tests.test_monitoring_config import dashboard_exprs
 
 MONITORING = ROOT / "monitoring"
 
@@ -154,11 +153,11 @@ def _monitored_job(
     prompt: str = "summarize",
     job_id: str | None = None,
     prompts_dir: Path = PROMPTS,
-) -> dict[str, dict[str, float]]:
-    """What `mapreduce-llm run --prompt PROMPT [--job-id ID] --metrics-port P --pushgateway URL [--embed |
-    --baseline NAME]` does. Summaries keep 32 output tokens (the engine decodes ~30 tokens/s here); other
-    prompts keep their own reservation (qa@2.0.0's answer record needs its 128) and skip the profile's
-    embeddings (the job's retrieval embeds chunks and queries itself)."""
+) -> dict[str, dict[str, float]] | None:
+    """``run_job`` with a ``monitoring:`` section (what `mapreduce-llm run --metrics-port P --pushgateway URL
+    [--embed | --baseline NAME]` runs); returns the drift of its summary. Summaries keep 32 output tokens (the
+    engine decodes ~30 tokens/s here); other prompts keep their own reservation (qa@2.0.0's answer record needs
+    its 128) and their profiles reuse the vectors of the job's retrieval (embeddings on by default for answers)."""
     summarize = prompt == "summarize"
     spec = JobSpec.model_validate(
         {
@@ -169,14 +168,18 @@ def _monitored_job(
             "prompts_dir": prompts_dir,
             "engine": TEST_ENGINE.model_dump(),
             "sampling": {"reserved_output_tokens": 32} if summarize else {},
+            "monitoring": {
+                "metrics_port": stack.driver_port,
+                "pushgateway": stack.pushgateway,
+                "embed": True,
+                "baseline": baseline,
+                "baselines_dir": baselines,
+            },
         }
     )
-    observer = build_observer(spec, embed=summarize, baseline=baseline, baselines_dir=baselines)
-    with serve_metrics(observer.metrics.registry, stack.driver_port):
-        run_job(spec, engine=engine, observer=observer)
-        time.sleep(2)  # let Prometheus scrape the final figures from the driver too
-    push_metrics(observer.metrics.registry, stack.pushgateway, spec.resolved_job_id, job_task(spec))
-    return observer.drift
+    summary = run_job(spec, engine=engine)
+    assert json.loads((out / "summary.json").read_text()).get("drift") == summary.drift
+    return summary.drift
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +256,7 @@ def test_pushed_figures_are_grouped_by_job_and_task(stack: Stack, two_jobs: dict
 
 def test_drift_alert_fires_for_the_different_corpus(stack: Stack, two_jobs: dict[str, Any]) -> None:
     """Job B's drift gauges are over the thresholds and MapReduceLLMDrift fires in Prometheus."""
-    scores = two_jobs["drift"]["summarize@1.0.0"]
+    scores = two_jobs["drift"]["summarize@1.0.0"]  # from the summary: the job's run_job returned it
     assert scores["embedding_centroid"] > 0.2
     firing = _wait_for(stack, 'ALERTS{alertname="MapReduceLLMDrift", alertstate="firing"}')
     assert {"task": "summarize", "version": "1.0.0"}.items() <= firing[0]["metric"].items()

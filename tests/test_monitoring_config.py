@@ -1,4 +1,5 @@
-"""monitoring/: the Prometheus config, recording and alert rules (with promtool's unit tests) and the dashboard."""
+"""monitoring/ (the folder, not the package): the Prometheus config, recording and alert rules (with promtool's
+unit tests) and the dashboard."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 
 import pytest
 
-from mapreduce_llm.metrics import JobMetrics
+from mapreduce_llm.monitoring.metrics import JobMetrics
 from tests.conftest import ROOT
 
 MONITORING = ROOT / "monitoring"

@@ -1,15 +1,13 @@
-"""Drift: what a job's documents look like, reference profiles per prompt version, and drift scores.
+"""Drift: reference profiles per prompt version, and how far a job's documents are from them. Pure functions
+over :class:`~mapreduce_llm.monitoring.profiles.DocumentProfile` records: no files, no models.
 
-Three layers:
-
-- a **document profile** (:class:`DocumentProfile`), one per processed document, written by a job to
-  ``DIR/profile.jsonl`` beside its results: token lengths, the embedding of every chunk and the query-to-chunk
-  similarities — numbers only, never text (results.jsonl has no chunk text to recompute them from);
-- a **baseline** (:class:`Baseline`), ``mapreduce-llm drift baseline --results DIR --name NAME``: per task and
-  prompt version, the document length histogram, prompt class shares, the embedding centroid and spread, topic
-  clusters (k-means over chunk embeddings) and the retrieval similarity histogram;
-- **drift scores** (:func:`drift_scores`) of a job's profiles against the baseline of the same task and
-  version: PSI for the distributions, cosine distance between embedding centroids.
+- a **version profile** (:class:`VersionProfile`), per task and prompt version of a **baseline**
+  (:class:`Baseline`, built by ``mapreduce-llm drift baseline`` from a job's ``profile.jsonl``): the document
+  length histogram, prompt class shares, the embedding centroid and spread, topic clusters (k-means over chunk
+  embeddings) and the retrieval similarity histogram;
+- **drift scores** (:func:`drift_scores`, streamed by :class:`DriftTally`) of a job's profiles against the
+  baseline of the same task and version: PSI for the distributions, cosine distance between embedding
+  centroids; :func:`level` reads a score as ``ok``, ``warn`` or ``alert``.
 
 PSI (population stability index) = sum over bins of (p - q) * ln(p / q) ; the credit-scoring convention
 (Siddiqi, *Credit Risk Scorecards*, 2006) reads < 0.1 as stable, 0.1-0.25 as a moderate shift and > 0.25 as a
@@ -19,30 +17,18 @@ infinite on small samples.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from mapreduce_llm.embeddings import TextEmbedder
+from mapreduce_llm.common import RecordModel
 from mapreduce_llm.errors import ConfigError
-from mapreduce_llm.planning import DocumentPlan
-
-PROFILE_FILE = "profile.jsonl"
-PROFILE_PARTIAL_FILE = "profile.partial.jsonl"
-"""Profiles of a running job, appended as they are made; merged into ``profile.jsonl`` when the job ends (and
-kept for the rerun when it does not)."""
+from mapreduce_llm.monitoring.profiles import DocumentProfile
 
 DOCUMENT_TOKEN_EDGES: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 """Upper edges of the document length bins (served-model tokens); one more bin above the last."""
@@ -73,34 +59,11 @@ SIGNALS: dict[str, str] = {
 }
 """The drift signals, each exported as ``mapreduce_llm_drift_score{signal=...}``."""
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-class DocumentProfile(_Model):
-    """What one document looked like to the job; one line of ``profile.jsonl``. Numbers only, no text."""
-
-    id: str
-    task: str
-    version: str
-    document_tokens: int
-    """The document's length in the served model's tokens (sum of its chunks)."""
-    map_prompt_tokens: list[int]
-    """Exact prompt length of every map request, in chunk order."""
-    chunk_vectors: list[list[float]] | None = None
-    """all-MiniLM-L6-v2 embedding of every chunk (unit vectors, 4 decimals); None without embeddings."""
-    similarities: list[float] | None = None
-    """Cosine similarity of the query (question, or the task description) to every chunk."""
-    mean_logprob: float | None = None
-
-    @property
-    def key(self) -> str:
-        """``task@version``."""
-        return f"{self.task}@{self.version}"
+DriftScores = dict[str, dict[str, float]]
+"""Drift of a job: scores per ``task@version`` (of both the job and the baseline), then per signal."""
 
 
-class VersionProfile(_Model):
+class VersionProfile(RecordModel):
     """The reference distribution of one task and prompt version."""
 
     documents: int
@@ -121,7 +84,7 @@ class VersionProfile(_Model):
     """Chunks per bin of :data:`SIMILARITY_EDGES`."""
 
 
-class Baseline(_Model):
+class Baseline(RecordModel):
     """``baselines/NAME.json``: reference profiles per ``task@version``."""
 
     name: str
@@ -212,110 +175,6 @@ def prompt_classes(profile: DocumentProfile, reference: VersionProfile | None) -
     ]
 
 
-# ---- profiles and baselines ---------------------------------------------------------------------------------
-def read_profiles(results_dir: Path) -> list[DocumentProfile]:
-    """The document profiles a job wrote into its results folder (all in memory; see :func:`iter_profiles`)."""
-    return list(iter_profiles(results_dir))
-
-
-def iter_profiles(results_dir: Path) -> Iterator[DocumentProfile]:
-    """The document profiles a job wrote into its results folder, one at a time, in file order."""
-    path = results_dir / PROFILE_FILE
-    if not path.is_file():
-        raise ConfigError(
-            f"{path} does not exist; run the job with --embed (or --baseline) and --metrics-port/--pushgateway, "
-            "or profile the input with `mapreduce-llm drift profile`",
-            parameter="results",
-        )
-    return _read_lines(path)
-
-
-def _read_lines(path: Path) -> Iterator[DocumentProfile]:
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield DocumentProfile.model_validate_json(line)
-
-
-@contextmanager
-def _atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that replaces ``path`` (rename) only once the block ends without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_profiles(results_dir: Path, profiles: Iterable[DocumentProfile]) -> Path:
-    """Write ``profile.jsonl`` atomically (one line per document, in the given order), streaming."""
-    path = results_dir / PROFILE_FILE
-    with _atomic_writer(path) as fh:
-        for p in profiles:
-            fh.write(p.model_dump_json().encode() + b"\n")
-    return path
-
-
-def _profile_id(line: bytes) -> str | None:
-    """The document id of one profile line; None for a line that is not a valid profile (cut by a crash)."""
-    if not line.strip():
-        return None
-    try:
-        return DocumentProfile.model_validate_json(line).id
-    except ValueError:
-        return None
-
-
-def merge_profiles(results_dir: Path, new: Path) -> Path:
-    """Merge the profiles in ``new`` (one JSON line per document) into ``profile.jsonl``, atomically.
-
-    A document profiled again replaces its earlier line in place; new documents follow, in ``new``'s order
-    (the last line wins when ``new`` has one twice). Invalid lines are dropped. Streams both files: memory
-    holds document ids (and offsets), never profiles.
-    """
-    path = results_dir / PROFILE_FILE
-    latest: dict[str, int] = {}  # id -> offset of its last valid line in `new`
-    with new.open("rb") as fresh:
-        offset = 0
-        for line in fresh:
-            pid = _profile_id(line)
-            if pid is not None:
-                latest[pid] = offset
-            offset += len(line)
-    seen: set[str] = set()
-    with _atomic_writer(path) as out, new.open("rb") as fresh:
-
-        def copy(line: bytes) -> None:
-            out.write(line if line.endswith(b"\n") else line + b"\n")
-
-        if path.is_file():
-            with path.open("rb") as old:
-                for line in old:
-                    pid = _profile_id(line)
-                    if pid is None or pid in seen:
-                        continue
-                    seen.add(pid)
-                    if pid in latest:
-                        fresh.seek(latest[pid])
-                        copy(fresh.readline())
-                    else:
-                        copy(line)
-        fresh.seek(0)
-        offset = 0
-        for line in fresh:
-            pid = _profile_id(line)
-            if pid is not None and pid not in seen and latest[pid] == offset:
-                copy(line)
-            offset += len(line)
-    return path
-
-
 def _topics(vectors: npt.NDArray[np.float64]) -> tuple[list[list[float]], float | None]:
     """k-means topic centres of unit vectors, and the similarity below which a chunk is ``other``."""
     from sklearn.cluster import KMeans
@@ -380,53 +239,6 @@ def build_baseline(name: str, profiles: Sequence[DocumentProfile], source: str) 
         source=source,
         versions={k: version_profile(v) for k, v in sorted(by_key.items())},
     )
-
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-def baseline_path(directory: Path, name: str) -> Path:
-    """``DIR/NAME.json``; the name is checked so that it cannot point outside the folder."""
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"baseline name must be letters, digits, '.', '_' or '-' (at most 100), got {name!r}",
-            parameter="baseline",
-            value=name,
-        )
-    return directory / f"{name}.json"
-
-
-def default_baselines_dir() -> Path:
-    """``$MAPREDUCE_LLM_BASELINES``, else ``./baselines``."""
-    import os
-
-    return Path(os.environ.get("MAPREDUCE_LLM_BASELINES") or "baselines")
-
-
-def save_baseline(baseline: Baseline, directory: Path) -> Path:
-    """Write ``DIR/NAME.json`` atomically; returns its path."""
-    from mapreduce_llm.output import write_atomic
-
-    path = baseline_path(directory, baseline.name)
-    write_atomic(path, json.dumps(baseline.model_dump(), indent=1) + "\n")
-    return path
-
-
-def load_baseline(directory: Path, name: str) -> Baseline:
-    """Read ``DIR/NAME.json``; a missing or broken file names what to do."""
-    path = baseline_path(directory, name)
-    if not path.is_file():
-        known = sorted(p.stem for p in directory.glob("*.json")) if directory.is_dir() else []
-        raise ConfigError(
-            f"baseline {name!r} not found at {path}; create it with `mapreduce-llm drift baseline --results DIR "
-            f"--name {name}` (known: {', '.join(known) or 'none'})",
-            parameter="baseline",
-            value=name,
-        )
-    try:
-        return Baseline.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigError(f"baseline {path} is not a valid baseline file: {exc}", parameter="baseline") from None
 
 
 # ---- drift ----------------------------------------------------------------------------------------------------
@@ -519,12 +331,12 @@ class DriftTally:
             self.versions[key] = VersionTally(reference)
         self.versions[key].add(profile)
 
-    def scores(self) -> dict[str, dict[str, float]]:
+    def scores(self) -> DriftScores:
         """Drift scores per ``task@version`` present in both the job and the baseline."""
         return {key: tally.scores() for key, tally in sorted(self.versions.items())}
 
 
-def job_drift(baseline: Baseline, profiles: Iterable[DocumentProfile]) -> dict[str, dict[str, float]]:
+def job_drift(baseline: Baseline, profiles: Iterable[DocumentProfile]) -> DriftScores:
     """Drift scores per ``task@version`` present in both the job and the baseline; streams ``profiles``."""
     tally = DriftTally(baseline)
     for p in profiles:
@@ -536,43 +348,3 @@ def level(signal: str, score: float) -> str:
     """``ok``, ``warn`` or ``alert`` for one score, by the documented thresholds."""
     warn, alert = (CENTROID_WARN, CENTROID_ALERT) if signal == "embedding_centroid" else (PSI_WARN, PSI_ALERT)
     return "alert" if score > alert else "warn" if score > warn else "ok"
-
-
-# ---- profiling one document -----------------------------------------------------------------------------------
-def query_text(plan: DocumentPlan) -> str:
-    """What the chunks are compared with (see :func:`mapreduce_llm.retrieval.query_of`)."""
-    from mapreduce_llm.retrieval import query_of
-
-    return query_of(plan)[0]
-
-
-def profile_document(
-    plan: DocumentPlan, embedder: TextEmbedder | None, mean_logprob: float | None = None
-) -> DocumentProfile:
-    """The profile of one planned document; with an embedder, its chunk vectors and query similarities.
-
-    Costs one embedding call of (chunks + 1) texts; only the first 256 word pieces of each chunk are read.
-    """
-    vectors = similarities = None
-    if embedder is not None and plan.chunks:
-        text = plan.document.text
-        rows = embedder.embed([query_text(plan)] + [text[c.start : c.end] for c in plan.chunks])
-        query, chunk_rows = rows[0], rows[1:]
-        similarities = [round(float(s), 5) for s in (chunk_rows @ query)]
-        vectors = [[round(float(x), 4) for x in row] for row in chunk_rows]
-    return DocumentProfile(
-        id=plan.document.id,
-        task=plan.prompt.task,
-        version=plan.prompt.version,
-        document_tokens=sum(c.n_tokens for c in plan.chunks),
-        map_prompt_tokens=plan.map_prompt_tokens,
-        chunk_vectors=vectors,
-        similarities=similarities,
-        mean_logprob=mean_logprob,
-    )
-
-
-def top_k(similarities: Sequence[float], k: int) -> tuple[float, float]:
-    """(best similarity, mean of the best ``k``) of one query against its chunks."""
-    ordered = sorted(similarities, reverse=True)[: max(1, k)]
-    return ordered[0], sum(ordered) / len(ordered)

@@ -1,4 +1,4 @@
-"""Drift math and baselines: PSI, cosine distance, classes, reference profiles, scores, baseline files."""
+"""Drift math (monitoring/drift.py): PSI, cosine distance, classes, topics, reference profiles, streamed scores."""
 
 from __future__ import annotations
 
@@ -7,35 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from mapreduce_llm.config import ChunkingConfig
-from mapreduce_llm.documents import Document
-from mapreduce_llm.drift import (
+from mapreduce_llm.errors import ConfigError
+from mapreduce_llm.monitoring.drift import (
     DOCUMENT_TOKEN_EDGES,
-    PROFILE_FILE,
-    DocumentProfile,
+    DriftTally,
     bin_index,
     build_baseline,
     cosine_distance,
     drift_scores,
     histogram,
-    iter_profiles,
     job_drift,
     length_class,
     level,
-    load_baseline,
-    merge_profiles,
-    profile_document,
     psi,
-    save_baseline,
     topic_of,
     version_profile,
-    write_profiles,
 )
-from mapreduce_llm.errors import ConfigError
-from mapreduce_llm.planning import plan_document
-from mapreduce_llm.prompts import select_prompts
-from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import PROMPTS
+from mapreduce_llm.monitoring.profiles import DocumentProfile, iter_profiles, write_profiles
 from tests.fake_embeddings import FakeEmbedder
 
 
@@ -193,80 +181,23 @@ def test_streaming_drift_equals_the_in_memory_scores(tmp_path: Path) -> None:
     assert job_drift(baseline, iter(everything)) == expected
 
 
-def test_merging_profiles_replaces_redone_documents_in_place(tmp_path: Path) -> None:
-    """A rerun's profiles replace the earlier lines of the documents it redid; new ones follow; cut lines go."""
-    old = _profiles(PYTHON, 3)
-    write_profiles(tmp_path, old)
-    redone = old[1].model_copy(update={"document_tokens": 1})
-    new, newer = (old[0].model_copy(update={"id": "d3", "document_tokens": n}) for n in (2, 3))
-    partial = tmp_path / "profile.partial.jsonl"
-    lines = [p.model_dump_json() + "\n" for p in (redone, new, newer)]
-    partial.write_text("".join(lines) + lines[0][:40])  # the last line was cut by a crash
-    merge_profiles(tmp_path, partial)
-    merged = list(iter_profiles(tmp_path))
-    assert [(p.id, p.document_tokens) for p in merged] == [
-        ("d0", old[0].document_tokens),
-        ("d1", 1),
-        ("d2", old[2].document_tokens),
-        ("d3", 3),
-    ]
-    assert merged[0] == old[0] and merged[1] == redone
-    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
-    assert (tmp_path / PROFILE_FILE).read_text().endswith("\n")
+def test_levels_follow_the_documented_thresholds() -> None:
+    """PSI: ok up to 0.1, warn up to 0.25, alert above; centroid distance: 0.1 and 0.2."""
+    assert [level("prompt_class", s) for s in (0.1, 0.2, 0.26)] == ["ok", "warn", "alert"]
+    assert [level("embedding_centroid", s) for s in (0.1, 0.15, 0.21)] == ["ok", "warn", "alert"]
 
 
-def test_baseline_round_trip(tmp_path: Path) -> None:
-    """A baseline is saved as NAME.json and read back unchanged, one reference per task@version."""
-    baseline = build_baseline("docs-v1", _profiles(PYTHON, 8), "out/week1")
-    path = save_baseline(baseline, tmp_path)
-    assert path == tmp_path / "docs-v1.json"
-    loaded = load_baseline(tmp_path, "docs-v1")
-    assert loaded == baseline and list(loaded.versions) == ["summarize@1.0.0"]
+def test_the_tally_scores_only_versions_in_the_baseline() -> None:
+    """Profiles of a version the baseline does not know are not scored; an empty tally scores nothing."""
+    baseline = build_baseline("b", _profiles(PYTHON, 10), "x")
+    tally = DriftTally(baseline)
+    assert tally.scores() == {}
+    for p in _versioned(_profiles(PYTHON, 3), "9.9.9"):
+        tally.add(p)
+    assert tally.scores() == {}
 
 
-def test_missing_or_unsafe_baseline_names_say_what_to_do(tmp_path: Path) -> None:
-    """A missing baseline names the command that creates it; a name with a path in it is refused."""
-    save_baseline(build_baseline("known", _profiles(PYTHON, 2), "x"), tmp_path)
-    with pytest.raises(ConfigError, match=r"drift baseline --results DIR --name nope.*known: known"):
-        load_baseline(tmp_path, "nope")
-    with pytest.raises(ConfigError, match="letters, digits"):
-        load_baseline(tmp_path, "../etc/passwd")
-
-
-def test_profile_of_a_planned_document(tokenizer: HFTokenizer, corpus_text: str) -> None:
-    """A profile holds exact token counts, one vector and one query similarity per chunk, and no text."""
-    prompt = select_prompts("qa@1.0.0", PROMPTS).base
-    doc = Document(id="d", text=corpus_text[:8000], source="d", question="How do I sort a list?")
-    plan = plan_document(doc, prompt, tokenizer, 1024, ChunkingConfig(), 64)
-    embedder = FakeEmbedder()
-    profile = profile_document(plan, embedder)
-    assert embedder.calls[0][0] == "How do I sort a list?"
-    assert profile.document_tokens == sum(c.n_tokens for c in plan.chunks)
-    assert profile.map_prompt_tokens == plan.map_prompt_tokens
-    assert profile.chunk_vectors is not None and len(profile.chunk_vectors) == len(plan.chunks)
-    assert profile.similarities is not None and len(profile.similarities) == len(plan.chunks)
-    assert corpus_text[:40] not in profile.model_dump_json()
-
-
-def test_drift_commands_build_a_baseline_and_check_a_job(tmp_path: Path) -> None:
-    """`drift baseline` stores NAME.json from a job's profile.jsonl; `drift check` prints scores, exit 2 on alert."""
-    from click.testing import CliRunner
-
-    from mapreduce_llm.cli import cli
-
-    write_profiles(tmp_path / "week1", _profiles(PYTHON, 30, seed=1))
-    write_profiles(tmp_path / "week2", _profiles(PYTHON, 30, seed=2))
-    write_profiles(tmp_path / "legal", _profiles(LEGAL, 30, seed=3))
-    env = {"MAPREDUCE_LLM_BASELINES": str(tmp_path / "baselines")}
-    runner = CliRunner()
-    made = runner.invoke(cli, ["drift", "baseline", "--results", str(tmp_path / "week1"), "--name", "v1"], env=env)
-    assert made.exit_code == 0, made.output
-    assert "summarize@1.0.0: 30 documents, 90 chunks, 3 topics" in made.output
-    assert (tmp_path / "baselines" / "v1.json").is_file()
-    same = runner.invoke(cli, ["drift", "check", "--results", str(tmp_path / "week2"), "--baseline", "v1"], env=env)
-    assert same.exit_code == 0, same.output
-    assert "embedding_centroid" in same.output and "alert" not in same.output
-    other = runner.invoke(cli, ["drift", "check", "--results", str(tmp_path / "legal"), "--baseline", "v1"], env=env)
-    assert other.exit_code == 2 and "alert" in other.output
-    missing = runner.invoke(cli, ["drift", "baseline", "--results", str(tmp_path / "nothing"), "--name", "x"], env=env)
-    assert missing.exit_code != 0 and "profile.jsonl does not exist" in str(missing.exception or missing.output)
+def test_a_baseline_needs_profiles() -> None:
+    """Building a baseline from no profiles says where none were found."""
+    with pytest.raises(ConfigError, match="out/empty has no document profiles"):
+        build_baseline("b", [], "out/empty")

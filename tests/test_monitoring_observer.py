@@ -1,0 +1,177 @@
+"""MetricsObserver (monitoring/observer.py): a job's requests, documents and answers as Prometheus figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mapreduce_llm.config import ChunkingConfig, JobSpec
+from mapreduce_llm.documents import Document
+from mapreduce_llm.monitoring.drift import build_baseline
+from mapreduce_llm.monitoring.observer import MetricsObserver, top_k
+from mapreduce_llm.monitoring.profiles import profile_document
+from mapreduce_llm.planning import plan_document
+from mapreduce_llm.prompts import select_prompts
+from mapreduce_llm.results import JobSummary
+from mapreduce_llm.tokenization import HFTokenizer
+from tests.conftest import PROMPTS, make_job
+from tests.fake_embeddings import FakeEmbedder
+from tests.fakes import FakeEngine
+from tests.test_monitoring_drift import PYTHON, _profiles
+from tests.test_monitoring_profiles import SUMMARY
+
+BOUNDED_LABELS = {
+    "task",
+    "version",
+    "stage",
+    "status",
+    "code",
+    "class",
+    "query",
+    "quality",
+    "signal",
+    "label",
+    "le",
+    "mapped",
+    "outcome",
+}
+TV = {"task": "summarize", "version": "1.0.0"}
+
+
+@pytest.fixture
+def observed(tmp_path: Path, tokenizer: HFTokenizer, corpus_text: str) -> tuple[MetricsObserver, JobSummary]:
+    """A job of two good documents and a blank one, heard by a MetricsObserver."""
+    src = tmp_path / "in.jsonl"
+    lines = [
+        {"id": "long", "text": corpus_text[:12_000]},
+        {"id": "short", "text": "Ray runs Python code on a cluster."},
+        {"id": "blank", "text": "   "},
+    ]
+    src.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    spec = JobSpec.model_validate(
+        {"input": src, "output": tmp_path / "out", "prompts_dir": PROMPTS, "engine": {"max_model_len": 1024}}
+    )
+    observer = MetricsObserver()
+    engine = FakeEngine(tokenizer, max_model_len=1024)
+    summary = asyncio.run(
+        make_job(spec, select_prompts("summarize", PROMPTS), tokenizer, engine, observer=observer).run()
+    )
+    return observer, summary
+
+
+def _value(observer: MetricsObserver, name: str, **labels: str) -> float:
+    value = observer.metrics.registry.get_sample_value(name, labels)
+    assert value is not None, f"no sample {name}{labels}"
+    return value
+
+
+def _total(observer: MetricsObserver, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` that have ``labels``, whatever their other labels."""
+    return sum(
+        sample.value
+        for metric in observer.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
+
+
+def test_counters_add_up_to_the_summary(observed: tuple[MetricsObserver, JobSummary]) -> None:
+    """Documents, chunks, requests and tokens exported equal what summary.json reports."""
+    observer, summary = observed
+    assert _value(observer, "mapreduce_llm_documents_total", **TV, status="ok") == summary.ok == 2
+    # A document that could not be read may have no prompt version (task and version "unknown").
+    assert _total(observer, "mapreduce_llm_documents_total", status="error") == 1
+    assert _total(observer, "mapreduce_llm_document_errors_total", code="empty") == 1
+    assert _value(observer, "mapreduce_llm_chunks_total", **TV) == summary.chunks
+    for stage, count in summary.requests.items():
+        assert _value(observer, "mapreduce_llm_engine_requests_total", stage=stage, **TV, status="ok") == count
+    prompt = sum(_value(observer, "mapreduce_llm_prompt_tokens_total", stage=s, **TV) for s in summary.requests)
+    assert prompt == summary.prompt_tokens
+    assert _value(observer, "mapreduce_llm_job_documents", status="ok") == 2
+    assert _value(observer, "mapreduce_llm_job_last_success_timestamp_seconds") == summary.finished_at
+    assert _value(observer, "mapreduce_llm_job_running") == 0
+
+
+def test_distributions_are_histograms_in_base_units(observed: tuple[MetricsObserver, JobSummary]) -> None:
+    """Latency in seconds, lengths in tokens, one observation per request or document."""
+    observer, summary = observed
+    maps = summary.requests["map"]
+    assert _value(observer, "mapreduce_llm_request_duration_seconds_count", stage="map", **TV) == maps
+    assert _value(observer, "mapreduce_llm_prompt_length_tokens_count", stage="map", **TV) == maps
+    assert _value(observer, "mapreduce_llm_document_stage_duration_seconds_count", stage="total", **TV) == 2
+    assert _value(observer, "mapreduce_llm_output_confidence_ratio_sum", **TV) == pytest.approx(2 * math.exp(-0.2))
+
+
+def test_labels_come_only_from_bounded_sets(observed: tuple[MetricsObserver, JobSummary]) -> None:
+    """No metric carries a document id, source or text as a label."""
+    observer, _ = observed
+    names = set()
+    for metric in observer.metrics.registry.collect():
+        for sample in metric.samples:
+            names.update(sample.labels)
+            assert "long" not in sample.labels.values() and "short" not in sample.labels.values()
+    assert names <= BOUNDED_LABELS
+
+
+def test_a_profile_gives_length_classes_and_retrieval_similarity(tokenizer: HFTokenizer) -> None:
+    """profiled(): the document's length, its map prompts' classes (topic none without a baseline) and its best
+    chunk's similarity, by query kind (summaries compare chunks with the task's instruction)."""
+    prompt = select_prompts("summarize@1.0.0", PROMPTS).base
+    doc = Document(id="d", text="Ray runs Python code on a cluster.", source="d")
+    plan = plan_document(doc, prompt, tokenizer, 1024, ChunkingConfig(), 64)
+    observer = MetricsObserver(low_similarity=2.0)  # every retrieval is "low"
+    observer.profiled(profile_document(plan, FakeEmbedder()), plan)
+    assert _value(observer, "mapreduce_llm_document_length_tokens_count", **TV) == 1
+    assert _value(observer, "mapreduce_llm_prompt_class_total", **TV, **{"class": "short/none"}) == 1
+    assert _value(observer, "mapreduce_llm_retrieval_top1_similarity_count", **TV) == 1
+    assert _value(observer, "mapreduce_llm_retrievals_total", **TV, query="instruction", quality="low") == 1
+
+
+def test_prompt_classes_take_their_topic_from_the_baseline(tokenizer: HFTokenizer) -> None:
+    """With a baseline, a map prompt's class names the nearest baseline topic (or other), not none."""
+    baseline = build_baseline("b", _profiles(PYTHON, 10), "x")
+    observer = MetricsObserver(baseline=baseline)
+    prompt = select_prompts("summarize@1.0.0", PROMPTS).base
+    doc = Document(id="d", text="python function class module import list dict string loop", source="d")
+    plan = plan_document(doc, prompt, tokenizer, 1024, ChunkingConfig(), 64)
+    observer.profiled(profile_document(plan, FakeEmbedder()), plan)
+    classes = {
+        s.labels["class"]
+        for m in observer.metrics.registry.collect()
+        for s in m.samples
+        if s.name == "mapreduce_llm_prompt_class_total"
+    }
+    assert len(classes) == 1 and not classes.pop().endswith("/none")
+
+
+def test_drift_scores_become_one_gauge_per_signal() -> None:
+    """drift_scored sets mapreduce_llm_drift_score{signal, task, version}."""
+    observer = MetricsObserver()
+    observer.drift_scored({"qa@2.0.0": {"embedding_centroid": 0.3, "prompt_class": 0.05}})
+    labels = {"signal": "embedding_centroid", "task": "qa", "version": "2.0.0"}
+    assert _value(observer, "mapreduce_llm_drift_score", **labels) == 0.3
+
+
+def test_failed_job_is_not_a_success() -> None:
+    """A failed job sets its duration and documents but not the last-success timestamp."""
+    observer = MetricsObserver()
+    observer.job_done(SUMMARY.model_copy(update={"status": "failed"}))
+    assert _value(observer, "mapreduce_llm_job_last_success_timestamp_seconds") == 0
+    assert _value(observer, "mapreduce_llm_job_duration_seconds") == 1.0
+    assert _value(observer, "mapreduce_llm_job_running") == 0
+
+
+def test_prompt_labels_are_exported_for_canary_views() -> None:
+    """Each label pointing at a version is a 1-valued info series."""
+    observer = MetricsObserver(labels={("qa", "1.0.0"): ["production"], ("qa", "1.1.0"): ["canary"]})
+    assert _value(observer, "mapreduce_llm_prompt_label_info", task="qa", version="1.1.0", label="canary") == 1
+
+
+def test_top_k_is_the_best_and_the_mean_of_the_best() -> None:
+    """top_k gives the best similarity and the mean of the k best (of fewer when there are fewer)."""
+    assert top_k([0.1, 0.9, 0.5, 0.7], 3) == (0.9, pytest.approx(0.7))
+    assert top_k([0.4], 3) == (0.4, 0.4)
