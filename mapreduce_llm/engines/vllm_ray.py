@@ -144,6 +144,10 @@ class VLLMRayEngine:
             "TOKENIZERS_PARALLELISM": "false",
             # vLLM logs every engine step at INFO; the job logs its own progress. Set it to INFO to see them.
             "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+            # vLLM's ahead-of-time compile artifact fails to load on CPU, so every start compiled the model again
+            # (vLLM issues 32033, 45447); without it torch.compile's own cache is reused: a warm start took
+            # 67.5 s instead of 209.3 s here (benchmarks/engine_start.py). Set it to 1 to try AOT again.
+            "VLLM_USE_AOT_COMPILE": os.environ.get("VLLM_USE_AOT_COMPILE", "0"),
         }
         for key in _FORWARDED_ENV:
             if key in os.environ:
