@@ -185,6 +185,7 @@ class VLLMRayEngine:
             model=self._info.model,
             replicas=cfg.replicas,
             seconds=round(time.perf_counter() - started, 1),
+            warm_up_s=round(max(float(info.get("warm_up_s", 0.0)) for info in loaded), 1),
         )
 
     async def generate(self, request: EngineRequest) -> EngineOutput:

@@ -98,3 +98,11 @@ def test_engine_rejects_only_the_bad_request(engine: VLLMRayEngine) -> None:
         return out.text
 
     assert isinstance(asyncio.run(go()), str)
+
+
+def test_engine_is_warmed_up_before_the_first_job(engine: VLLMRayEngine) -> None:
+    """Each replica ran a warm-up request (logprobs, penalty, JSON schema) while starting, before any job."""
+    import ray
+
+    infos = ray.get([actor.start.remote() for actor in engine.actors])
+    assert all(info["warm_up_s"] > 0 for info in infos)
