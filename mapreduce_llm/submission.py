@@ -1,9 +1,11 @@
 """Jobs on a Ray cluster, through Ray's Job Submission API (the dashboard's HTTP server, port 8265 by default).
 
 ``submit`` packs what the job needs into a Ray ``runtime_env`` working folder — the job spec, the prompt
-files it can run and (when it exists on this machine) the input — and starts ``mapreduce-llm run spec.yaml``
-as the job's entrypoint on the cluster. ``output`` and ``engine.model`` are paths *on the cluster* (shared
-storage or the node's disk): results are written there by the job's driver.
+files it can run and (when they exist on this machine) the input and the drift baseline — and starts
+``mapreduce-llm run spec.yaml`` as the job's entrypoint on the cluster. ``output`` and ``engine.model`` are paths
+*on the cluster* (shared storage or the node's disk): results are written there by the job's driver. What the
+job exports (``/metrics``, the Pushgateway, profiles, drift) is the spec's ``monitoring:`` section, carried in
+spec.yaml like every other setting: the entrypoint has no flags for it.
 
 Token authentication (``RAY_AUTH_MODE=token`` on the cluster): the token is read from ``RAY_AUTH_TOKEN``,
 else from the file named by ``RAY_AUTH_TOKEN_PATH``, else — when ``RAY_AUTH_MODE=token`` is set here too —
@@ -28,10 +30,11 @@ import yaml
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.errors import MapReduceError
 from mapreduce_llm.input_files import input_kind, walk_folder
+from mapreduce_llm.monitoring.baselines import BaselineStore
 from mapreduce_llm.prompts import default_prompts_dir, select_prompts
 
 ENTRYPOINT = "mapreduce-llm run spec.yaml --no-progress"
-"""What the cluster runs, inside the uploaded working folder."""
+"""What the cluster runs, inside the uploaded working folder (every setting, monitoring included, is in spec.yaml)."""
 
 
 class SubmissionError(MapReduceError):
@@ -89,7 +92,8 @@ def client(address: str | None) -> Any:
 
 
 def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> dict[str, str]:
-    """Write the job's working folder (spec.yaml, prompts/, input/ when uploaded); returns job metadata.
+    """Write the job's working folder (spec.yaml, prompts/, input/ when uploaded, baselines/NAME.json when the
+    spec's ``monitoring.baseline`` is found here); returns job metadata.
 
     The spec is validated and the prompt reference resolved here, before anything reaches the cluster.
     """
@@ -107,6 +111,13 @@ def package_job(spec: JobSpec, folder: Path, *, upload_input: bool = True) -> di
     if upload_input and spec.input.exists():
         upload_input_files(spec.input, folder / "input", follow_symlinks=spec.follow_symlinks)
         data["input"] = f"input/{spec.input.name}"
+    baseline = spec.monitoring.baseline
+    if baseline is not None:
+        found = BaselineStore(spec.monitoring.baselines_dir).path(baseline)
+        if found.is_file():  # else the baselines folder is a path on the cluster
+            (folder / "baselines").mkdir()
+            shutil.copy2(found, folder / "baselines" / found.name)
+            data["monitoring"]["baselines_dir"] = "baselines"
     (folder / "spec.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return {
         "job_id": spec.resolved_job_id,

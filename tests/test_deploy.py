@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from mapreduce_llm.config import JobSpec
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -69,10 +71,11 @@ def test_raycluster_has_a_head_and_a_gpu_worker_group_with_token_auth() -> None:
 
 
 def test_rayjob_runs_the_cli_on_the_cluster_with_the_token() -> None:
-    """RayJob: an entrypoint, a cluster to run on, and a submitter that sends the token."""
+    """RayJob: an entrypoint that runs the spec with no settings of its own, a cluster to run on, and a
+    submitter that sends the token."""
     (job,) = _of_kind("RayJob")
     spec = job["spec"]
-    assert spec["entrypoint"].startswith("mapreduce-llm run ")
+    assert shlex.split(spec["entrypoint"]) == ["mapreduce-llm", "run", "job.yaml", "--no-progress"]
     assert spec.get("clusterSelector") or spec.get("rayClusterSpec")
     assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"]
     (submitter,) = spec["submitterPodTemplate"]["spec"]["containers"]
@@ -96,3 +99,20 @@ def test_container_build_uses_the_pinned_ray() -> None:
     """The Containerfile starts from the Ray image of the pinned version and installs the GPU extra."""
     text = (DEPLOY / "Containerfile").read_text()
     assert f"rayproject/ray:{_pinned_ray()}-" in text and '".[gpu]"' in text
+
+
+def test_the_rayjobs_spec_carries_its_monitoring() -> None:
+    """The ConfigMap's job spec is valid and serves /metrics beyond loopback on the port the head declares as
+    job-metrics (which the PodMonitor scrapes and the NetworkPolicy opens), and pushes its final figures."""
+    (config,) = _of_kind("ConfigMap")
+    monitoring = JobSpec.model_validate(yaml.safe_load(config["data"]["job.yaml"])).monitoring
+    (cluster,) = _of_kind("RayCluster")
+    ports = {
+        p["name"]: p["containerPort"]
+        for p in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert monitoring.metrics_port == ports["job-metrics"] and monitoring.metrics_host == "0.0.0.0"
+    assert monitoring.pushgateway and monitoring.pushgateway.startswith("http://")
+    (policy,) = _of_kind("NetworkPolicy")
+    opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+    assert monitoring.metrics_port in opened

@@ -41,6 +41,45 @@ def test_job_folder_carries_spec_prompts_and_input(tmp_path: Path) -> None:
     assert ENTRYPOINT.startswith("mapreduce-llm run spec.yaml")
 
 
+def test_monitoring_travels_in_the_spec_with_its_baseline(tmp_path: Path) -> None:
+    """The spec's monitoring section reaches spec.yaml as it is, the entrypoint has no flag for it, and a
+    baseline found here is sent along (its folder rewritten to the upload)."""
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    (baselines / "week1.json").write_text("{}")
+    monitoring = {"metrics_port": 9108, "metrics_host": "0.0.0.0", "pushgateway": "http://gw:9091"}
+    spec = build_spec(
+        {
+            "input": src,
+            "output": "/data/out",
+            "prompts_dir": PROMPTS,
+            "monitoring": {**monitoring, "baseline": "week1", "baselines_dir": str(baselines)},
+        }
+    )
+    folder = tmp_path / "job"
+    folder.mkdir()
+    package_job(spec, folder)
+    written = yaml.safe_load((folder / "spec.yaml").read_text())
+    assert written["monitoring"] == {**monitoring, "baseline": "week1", "baselines_dir": "baselines"}
+    assert (folder / "baselines" / "week1.json").read_text() == "{}"
+    assert ENTRYPOINT.split() == ["mapreduce-llm", "run", "spec.yaml", "--no-progress"]
+
+
+def test_a_baseline_not_found_here_is_read_on_the_cluster(tmp_path: Path) -> None:
+    """A baseline folder that does not exist here is taken as a path on the cluster and left as it is."""
+    src = tmp_path / "a.txt"
+    src.write_text("hello")
+    monitoring = {"baseline": "week1", "baselines_dir": "/data/baselines"}
+    spec = build_spec({"input": src, "output": "/data/out", "prompts_dir": PROMPTS, "monitoring": monitoring})
+    folder = tmp_path / "job"
+    folder.mkdir()
+    package_job(spec, folder)
+    written = yaml.safe_load((folder / "spec.yaml").read_text())["monitoring"]
+    assert monitoring.items() <= written.items() and not (folder / "baselines").exists()
+
+
 def _folder_with_links(tmp_path: Path) -> Path:
     src = tmp_path / "docs"
     (src / "sub").mkdir(parents=True)
