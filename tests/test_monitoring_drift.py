@@ -11,6 +11,7 @@ from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.monitoring.drift import (
     DOCUMENT_TOKEN_EDGES,
     DriftTally,
+    any_alert,
     bin_index,
     build_baseline,
     cosine_distance,
@@ -20,6 +21,7 @@ from mapreduce_llm.monitoring.drift import (
     length_class,
     level,
     psi,
+    score_lines,
     topic_of,
     version_profile,
 )
@@ -185,6 +187,16 @@ def test_levels_follow_the_documented_thresholds() -> None:
     """PSI: ok up to 0.1, warn up to 0.25, alert above; centroid distance: 0.1 and 0.2."""
     assert [level("prompt_class", s) for s in (0.1, 0.2, 0.26)] == ["ok", "warn", "alert"]
     assert [level("embedding_centroid", s) for s in (0.1, 0.15, 0.21)] == ["ok", "warn", "alert"]
+
+
+def test_score_lines_show_each_signal_with_its_level() -> None:
+    """One aligned line per task@version and signal, with its score and level; any_alert tells an alert apart."""
+    scores = {"qa@1.0.0": {"embedding_centroid": 0.25, "document_length": 0.05}}
+    assert [line.split() for line in score_lines(scores)] == [
+        ["drift", "qa@1.0.0", "embedding_centroid", "0.2500", "alert"],
+        ["drift", "qa@1.0.0", "document_length", "0.0500", "ok"],
+    ]
+    assert any_alert(scores) and not any_alert({"qa@1.0.0": {"document_length": 0.2}}) and not any_alert({})
 
 
 def test_the_tally_scores_only_versions_in_the_baseline() -> None:

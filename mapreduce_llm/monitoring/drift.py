@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -348,3 +348,16 @@ def level(signal: str, score: float) -> str:
     """``ok``, ``warn`` or ``alert`` for one score, by the documented thresholds."""
     warn, alert = (CENTROID_WARN, CENTROID_ALERT) if signal == "embedding_centroid" else (PSI_WARN, PSI_ALERT)
     return "alert" if score > alert else "warn" if score > warn else "ok"
+
+
+def any_alert(scores: DriftScores) -> bool:
+    """True when a score of the job is over its alert threshold (``drift check`` then exits with status 2)."""
+    return any(level(signal, score) == "alert" for signals in scores.values() for signal, score in signals.items())
+
+
+def score_lines(scores: DriftScores) -> Iterator[str]:
+    """The scores as ``mapreduce-llm run`` and ``drift check`` print them: one line per task@version and signal,
+    with its level."""
+    for key, signals in scores.items():
+        for signal, score in signals.items():
+            yield f"drift {key:20} {signal:22} {score:8.4f}  {level(signal, score)}"
