@@ -1,161 +1,123 @@
-"""The command line: thin commands over the library, clear usage errors."""
+"""The command line's root (cli/__init__.py): every command's help, the old top-level names, main()'s error funnel."""
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from mapreduce_llm.cli import Library, cli
-from mapreduce_llm.config import JobSpec, VLLMEngineConfig
+from mapreduce_llm.cli import Library, cli, main
 from mapreduce_llm.errors import ConfigError
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, ROOT
+from tests.test_cli_cluster import FakeRayJobs
 
 
-def test_plan_prints_chunks_and_token_counts(tmp_path: Path, corpus_text: str) -> None:
-    """`plan --json` reports every document's chunks and exact prompt sizes without an engine."""
-    src = tmp_path / "in.jsonl"
-    src.write_text(json.dumps({"id": "a", "text": corpus_text[:20_000]}) + "\n{bad\n")
-    result = CliRunner().invoke(
-        cli,
-        ["plan", "--input", str(src), "--json", "--max-model-len", "1024"],
-        env={"MAPREDUCE_LLM_PROMPTS": str(PROMPTS)},
-    )
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, command in group.commands.items():
+        yield (*path, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+COMMANDS = [(), *_commands(cli)]
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(path) or "mapreduce-llm")
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    """`--help` of the root, every group and every command (hidden aliases too) runs and shows its usage."""
+    result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.output.splitlines()]
-    assert rows[0]["id"] == "a" and rows[0]["max_prompt_tokens"] + 200 <= 1024
-    assert sum(c["tokens"] for c in rows[0]["chunks"]) == rows[0]["tokens"]
-    assert rows[1]["status"] == "error" and rows[1]["code"] == "malformed_json"
+    assert "Usage: " in result.output and " ".join(path) in result.output
 
 
-def test_plan_table(tmp_path: Path) -> None:
-    """The default plan output is a table with one row per document."""
-    (tmp_path / "a.txt").write_text("Hello there. " * 500)
-    result = CliRunner().invoke(
-        cli,
-        ["plan", "--input", str(tmp_path), "--prompt", "summarize@1.0.0"],
-        env={"MAPREDUCE_LLM_PROMPTS": str(PROMPTS)},
-    )
-    assert result.exit_code == 0, result.output
-    assert "summarize@1.0.0" in result.output and "a.txt" in result.output
-
-
-def test_run_without_input_is_a_usage_error() -> None:
-    """`run` with neither a spec nor --input explains what to give."""
-    result = CliRunner().invoke(cli, ["run"])
-    assert result.exit_code == 2 and "--input" in result.output
-
-
-def test_schema_command_prints_json_schema() -> None:
-    """`schema` prints the job spec's JSON schema."""
-    result = CliRunner().invoke(cli, ["schema"])
-    assert result.exit_code == 0 and json.loads(result.output)["title"] == "JobSpec"
-
-
-def test_prompts_list_and_show() -> None:
-    """`prompts list` shows tasks and versions; `prompts show` prints a file."""
-    runner = CliRunner()
-    listed = runner.invoke(cli, ["prompts", "list", "--dir", str(PROMPTS)])
-    assert listed.exit_code == 0 and "qa" in listed.output and "summarize" in listed.output
-    shown = runner.invoke(cli, ["prompts", "show", "qa", "--dir", str(PROMPTS)])
-    assert shown.exit_code == 0 and "NOT FOUND" in shown.output
-
-
-def test_plan_estimate_counts_with_tiktoken(tmp_path: Path) -> None:
-    """`plan --estimate` counts in cl100k_base tokens, which differ from the served model's counts."""
-    (tmp_path / "a.txt").write_text("Tokenizers disagree about unusual words like antidisestablishmentarianism. " * 300)
-    env = {"MAPREDUCE_LLM_PROMPTS": str(PROMPTS)}
-    exact = CliRunner().invoke(cli, ["plan", "--input", str(tmp_path), "--json"], env=env)
-    estimate = CliRunner().invoke(cli, ["plan", "--input", str(tmp_path), "--json", "--estimate"], env=env)
-    assert exact.exit_code == 0 and estimate.exit_code == 0, estimate.output
-    assert json.loads(exact.output)["tokens"] != json.loads(estimate.output)["tokens"]
-
-
-def _planned(args: list[str]) -> tuple[Result, list[JobSpec]]:
-    """Run `plan ARGS` against a plan_job double; returns the result and the job specs it was given."""
-    specs: list[JobSpec] = []
-
-    def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[Any, Iterator[Any]]:
-        specs.append(spec)
-        return None, iter(())
-
-    def run_job(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("plan never runs a job")
-
-    return CliRunner().invoke(cli, ["plan", "--json", *args], obj=Library(run_job=run_job, plan_job=plan_job)), specs
-
-
-def test_named_flags_reach_their_job_spec_fields(tmp_path: Path) -> None:
-    """Each named flag sets the field it is declared for; flags not given leave the defaults."""
-    flags = "--prompt qa@2.0.0 --retrieval top_k --top-k 3 --no-reretrieve --max-model-len 4096"
-    flags += " --max-chunk-tokens 500 --replicas 2 --job-id j1"
-    result, (spec,) = _planned(["--input", str(tmp_path), *flags.split()])
-    assert result.exit_code == 0, result.output
-    assert (spec.retrieval.mode, spec.retrieval.top_k, spec.retrieval.reretrieve) == ("top_k", 3, False)
-    assert (spec.engine.max_model_len, spec.chunking.max_chunk_tokens, spec.job_id, spec.prompt) == (
-        4096,
-        500,
-        "j1",
-        "qa@2.0.0",
-    )
-    assert isinstance(spec.engine, VLLMEngineConfig) and spec.engine.replicas == 2
-    assert spec.output == Path("mapreduce-output") and spec.follow_symlinks is False
-    _, (default,) = _planned(["--input", str(tmp_path)])
-    assert (default.retrieval.mode, default.retrieval.reretrieve, default.engine.max_model_len) == ("all", True, 2048)
-
-
-def test_set_reaches_any_field_and_wins_over_named_flags(tmp_path: Path) -> None:
-    """--set KEY=VALUE sets any field by dotted path, read as YAML except for text, after the named flags."""
-    sets = "engine.max_model_len=1024 engine.engine_kwargs.enforce_eager=true retrieval.min_similarity=0.25"
-    sets += " job_id=2024 limits.max_documents_in_flight=4 cache.enabled=false"
-    args = [arg for item in sets.split() for arg in ("--set", item)]
-    result, (spec,) = _planned(["--input", str(tmp_path), "--max-model-len", "4096", *args])
-    assert result.exit_code == 0, result.output
-    assert spec.engine.max_model_len == 1024 and spec.job_id == "2024"
-    assert isinstance(spec.engine, VLLMEngineConfig) and spec.engine.engine_kwargs == {"enforce_eager": True}
-    assert spec.retrieval.min_similarity == 0.25 and spec.limits.max_documents_in_flight == 4
-    assert spec.cache.enabled is False
-
-
-def test_flags_override_a_spec_file(tmp_path: Path) -> None:
-    """Flags and --set override the spec file's fields; its other fields and relative paths stay."""
-    spec_file = tmp_path / "job.yaml"
-    spec_file.write_text("input: docs\noutput: out\nengine: {max_model_len: 4096, replicas: 2}\n")
-    result, (spec,) = _planned([str(spec_file), "--max-model-len", "1024", "--set", "retrieval.top_k=7"])
-    assert result.exit_code == 0, result.output
-    assert spec.input == tmp_path / "docs" and spec.output == tmp_path / "out"
-    assert isinstance(spec.engine, VLLMEngineConfig) and (spec.engine.max_model_len, spec.engine.replicas) == (1024, 2)
-    assert spec.retrieval.top_k == 7
-
-
-def test_a_flag_of_the_other_backend_is_an_error_naming_it(tmp_path: Path) -> None:
-    """--replicas on a job served by an OpenAI-compatible server is refused, naming the field and its backend."""
-    spec_file = tmp_path / "job.yaml"
-    spec_file.write_text("input: docs\noutput: out\nengine: {backend: openai, base_url: 'http://h:8000/v1'}\n")
-    result, specs = _planned([str(spec_file), "--replicas", "2"])
-    assert isinstance(result.exception, ConfigError) and not specs
-    assert "engine.replicas belongs to backend vllm" in str(result.exception)
+def test_groups_are_nouns_and_old_ray_job_names_are_hidden() -> None:
+    """The root help lists the job commands and noun groups; the old Ray-job names are not listed."""
+    section = CliRunner().invoke(cli, ["--help"]).output.split("Commands:")[1]
+    listed = [line.split()[0] for line in section.splitlines() if line.startswith("  ") and line.split()]
+    for name in ("run", "plan", "schema", "prompts", "cluster", "drift", "models"):
+        assert name in listed
+    for name in ("submit", "status", "logs", "stop", "list"):
+        assert name not in listed and cli.commands[name].hidden
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    "args",
     [
-        (["--set", "engine.max_model_length=4096"], "did you mean engine.max_model_len"),
-        (["--set", "retrieval.top_k=many"], "retrieval.top_k"),
-        (["--set", "retrieval.top_k.first=1"], "retrieval.top_k is a value"),
+        ["status", "raysubmit_1"],
+        ["logs", "raysubmit_1"],
+        ["stop", "raysubmit_1"],
+        ["list"],
+        ["submit", "--input", "in.txt", "--output", "out", "--env", "A=1"],
     ],
+    ids=lambda args: args[0],
 )
-def test_bad_settings_name_the_key(tmp_path: Path, args: list[str], message: str) -> None:
-    """An unknown key or a bad value is one ConfigError naming the key."""
-    result, specs = _planned(["--input", str(tmp_path), *args])
-    assert isinstance(result.exception, ConfigError) and message in str(result.exception) and not specs
+def test_old_top_level_names_still_work_with_a_note(tmp_path: Path, args: list[str]) -> None:
+    """`mapreduce-llm NAME` does what `cluster NAME` does, with a one-line deprecation note on stderr only."""
+    (tmp_path / "in.txt").write_text("A document.")
+    args = [str(tmp_path / arg) if arg in {"in.txt", "out"} else arg for arg in args]
+    runner, jobs = CliRunner(), FakeRayJobs()
+    new = runner.invoke(cli, ["cluster", *args, "--address", "http://h:8265"], obj=Library(ray_jobs=jobs))
+    old = runner.invoke(cli, [*args, "--address", "http://h:8265"], obj=Library(ray_jobs=jobs))
+    assert new.exit_code == 0 and old.exit_code == 0, old.output
+    assert old.stdout == new.stdout and jobs.calls[0] == jobs.calls[1]
+    (note,) = old.stderr.splitlines()
+    assert f"`mapreduce-llm {args[0]}` is now `mapreduce-llm cluster {args[0]}`" in note
+    assert new.stderr == ""
 
 
-def test_set_without_equals_is_a_usage_error(tmp_path: Path) -> None:
-    """--set needs KEY=VALUE: anything else is a usage error showing an example."""
-    result, specs = _planned(["--input", str(tmp_path), "--set", "engine.max_model_len"])
-    assert result.exit_code == 2 and "KEY=VALUE" in result.output and not specs
+def _raise(exc: BaseException) -> Any:
+    def run_job(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    return run_job
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "message"),
+    [
+        (ConfigError("engine.model /m does not exist; check the path", parameter="engine.model"), 1, "error: engine"),
+        (KeyboardInterrupt(), 130, "aborted"),
+    ],
+    ids=["library error", "ctrl-c"],
+)
+def test_main_funnels_errors_into_one_line_and_a_status(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], exc: BaseException, status: int, message: str
+) -> None:
+    """main(): a MapReduceError is one line and exit 1, Ctrl-C is "aborted" and exit 130, never a traceback."""
+    (tmp_path / "a.txt").write_text("A document.")
+    args = ["run", "--input", str(tmp_path / "a.txt"), "--output", str(tmp_path / "out"), "--no-progress"]
+    with pytest.raises(SystemExit) as exited:
+        main(["--log-level", "error", *args], obj=Library(run_job=_raise(exc)))
+    assert exited.value.code == status
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith(message) and "Traceback" not in err
+
+
+def test_main_shows_usage_errors_with_status_2(capsys: pytest.CaptureFixture[str]) -> None:
+    """main(): a usage error is click's message and exit status 2."""
+    with pytest.raises(SystemExit) as exited:
+        main(["run"])
+    assert exited.value.code == 2 and "--input" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    """`python -m mapreduce_llm.cli` is the same command line (a library error: one line, exit status 1)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mapreduce_llm.cli", "prompts", "show", "nope", "--dir", str(PROMPTS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_the_console_script_points_at_main() -> None:
+    """pyproject.toml's `mapreduce-llm` script is mapreduce_llm.cli:main."""
+    assert 'mapreduce-llm = "mapreduce_llm.cli:main"' in (ROOT / "pyproject.toml").read_text()

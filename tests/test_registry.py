@@ -7,13 +7,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from mapreduce_llm.cli import cli
 from mapreduce_llm.errors import ConfigError, PromptError
 from mapreduce_llm.prompts import (
     bucket,
-    check_lock,
     list_tasks,
     list_versions,
     load_labels,
@@ -73,18 +70,6 @@ def test_bucket_depends_on_task_and_id() -> None:
     assert len({bucket("qa", f"d{i}") for i in range(100)}) > 90
 
 
-def test_promote_and_rollout_edit_labels_only(prompts: Path) -> None:
-    """`promote` and `rollout` change labels.yaml and no other file."""
-    before = {p: p.read_bytes() for p in prompts.rglob("*") if p.is_file() and p.name != "labels.yaml"}
-    runner = CliRunner()
-    r1 = runner.invoke(cli, ["prompts", "promote", "qa", "1.1.0", "--label", "production", "--dir", str(prompts)])
-    r2 = runner.invoke(cli, ["prompts", "rollout", "qa", "--version", "1.0.0", "--weight", "20", "--dir", str(prompts)])
-    assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
-    assert load_labels(prompts, "qa").labels["production"] == "1.1.0"
-    assert {p: p.read_bytes() for p in before} == before
-    assert check_lock(prompts) == []
-
-
 def test_bad_labels_are_named(prompts: Path) -> None:
     """A label pointing at a missing version, or weights over 100%, name labels.yaml and the field."""
     (prompts / "qa" / "labels.yaml").write_text("labels: {production: 3.0.0}\n")
@@ -99,19 +84,6 @@ def test_bad_labels_are_named(prompts: Path) -> None:
         set_rollout(prompts, "summarize", "1.0.0", 150)
     with pytest.raises(ConfigError, match=r"no version 9\.0\.0"):
         promote(prompts, "qa", "9.0.0", "canary")
-
-
-def test_diff_and_render(prompts: Path, tmp_path: Path) -> None:
-    """`diff` shows what changed between versions; `render` prints the exact map prompt for a document."""
-    runner = CliRunner()
-    diff = runner.invoke(cli, ["prompts", "diff", "qa@1.0.0", "qa@canary", "--dir", str(prompts)])
-    assert diff.exit_code == 0 and "+++ qa@1.1.0" in diff.output and "Question again" in diff.output
-    doc = tmp_path / "d.jsonl"
-    doc.write_text('{"id": "x", "text": "The sky is blue.", "question": "What colour is the sky?"}\n')
-    out = runner.invoke(cli, ["prompts", "render", "qa@1.1.0", "--input", str(doc), "--dir", str(prompts)])
-    assert out.exit_code == 0, out.output
-    assert "The sky is blue." in out.output and "Question again: What colour is the sky?" in out.output
-    assert "<|im_start|>assistant" in out.output
 
 
 def test_changing_one_split_keeps_the_order_of_the_others(prompts: Path) -> None:

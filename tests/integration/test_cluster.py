@@ -1,4 +1,4 @@
-"""Jobs on a real Ray cluster with token authentication, through `mapreduce-llm submit/status/logs/list`.
+"""Jobs on a real Ray cluster with token authentication, through `mapreduce-llm cluster submit/status/logs/list`.
 
 A Ray head (`ray start --head --block`) runs on loopback in its own process session, with its own temp
 folder and ports outside Ray's worker port range, so it does not meet the Ray that other integration tests
@@ -142,7 +142,9 @@ def test_submission_without_token_is_refused(cluster: Cluster, tmp_path: Path) -
     env = {k: v for k, v in cluster.env.items() if not k.startswith("RAY_AUTH")}
     src = tmp_path / "doc.txt"
     src.write_text("Ray runs Python code on a cluster.")
-    done = _cli(env, "submit", "--input", str(src), "--output", str(tmp_path / "out"), "--address", cluster.address)
+    done = _cli(
+        env, "cluster", "submit", "--input", str(src), "--output", str(tmp_path / "out"), "--address", cluster.address
+    )
     assert done.returncode == 1
     assert "refused the request" in done.stderr and "RAY_AUTH_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
@@ -167,20 +169,22 @@ def test_job_runs_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
             }
         )
     )
-    submitted = _cli(cluster.env, "submit", str(spec), "--address", cluster.address, "--job-id", "cluster-qa")
+    submitted = _cli(
+        cluster.env, "cluster", "submit", str(spec), "--address", cluster.address, "--job-id", "cluster-qa"
+    )
     assert submitted.returncode == 0, submitted.stderr
     submission = submitted.stdout.strip().splitlines()[-1]
 
     deadline = time.monotonic() + JOB_S
     state = ""
     while time.monotonic() < deadline:
-        status = _cli(cluster.env, "status", submission, "--address", cluster.address)
+        status = _cli(cluster.env, "cluster", "status", submission, "--address", cluster.address)
         assert status.returncode == 0, status.stderr
         state = status.stdout.split(":", 1)[1].split()[0]
         if state in {"SUCCEEDED", "FAILED", "STOPPED"}:
             break
         time.sleep(5)
-    logs = _cli(cluster.env, "logs", submission, "--address", cluster.address).stdout
+    logs = _cli(cluster.env, "cluster", "logs", submission, "--address", cluster.address).stdout
     assert state == "SUCCEEDED", f"{status.stdout}\n{logs[-3000:]}"
     assert "task: qa" in status.stdout and "prompt_versions: 1.0.0" in status.stdout
     assert "1 ok, 0 errors of 1 documents" in logs
@@ -189,5 +193,5 @@ def test_job_runs_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
     assert result["status"] == "ok" and result["output"].strip() and result["prompt"]["version"] == "1.0.0"
     assert json.loads((out / "summary.json").read_text())["job_id"] == "cluster-qa"
 
-    listed = _cli(cluster.env, "list", "--address", cluster.address)
+    listed = _cli(cluster.env, "cluster", "list", "--address", cluster.address)
     assert submission in listed.stdout and "SUCCEEDED" in listed.stdout

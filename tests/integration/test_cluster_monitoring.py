@@ -32,14 +32,17 @@ JOB_ID = "cluster-monitored"
 
 @pytest.fixture(scope="module")
 def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Pushgateway on a free loopback port; yields its URL."""
+    """A Pushgateway on a free loopback port, holding what is pushed in memory only; yields its URL."""
     if shutil.which("prometheus-pushgateway") is None:
         pytest.fail("prometheus-pushgateway is not installed: `apt-get install prometheus-pushgateway`")
     (port,) = _free_ports(28100, 1)  # below Ray's worker ports (33000-33999 for the test head)
     log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=err
+            # Memory only: Debian's default --persistence.file is shared by every Pushgateway on the machine.
+            ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
     try:
         _wait_ready(f"http://127.0.0.1:{port}/-/ready", proc)
@@ -107,7 +110,7 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
             }
         )
     )
-    submitted = _cli(cluster.env, "submit", str(spec), "--address", cluster.address)
+    submitted = _cli(cluster.env, "cluster", "submit", str(spec), "--address", cluster.address)
     assert submitted.returncode == 0, submitted.stderr
     submission = submitted.stdout.strip().splitlines()[-1]
 
@@ -115,7 +118,7 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
     deadline = time.monotonic() + JOB_S
     state = ""
     while time.monotonic() < deadline:
-        status = _cli(cluster.env, "status", submission, "--address", cluster.address)
+        status = _cli(cluster.env, "cluster", "status", submission, "--address", cluster.address)
         assert status.returncode == 0, status.stderr
         state = status.stdout.split(":", 1)[1].split()[0]
         if state in {"SUCCEEDED", "FAILED", "STOPPED"}:
@@ -123,7 +126,7 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
         if served is None and state == "RUNNING":
             served = _scrape(metrics_port)
         time.sleep(2)
-    logs = _cli(cluster.env, "logs", submission, "--address", cluster.address).stdout
+    logs = _cli(cluster.env, "cluster", "logs", submission, "--address", cluster.address).stdout
     assert state == "SUCCEEDED", f"{status.stdout}\n{logs[-3000:]}"
     assert served is not None and "mapreduce_llm_job_running 1.0" in served, "no /metrics while the job ran"
     assert _scrape(metrics_port) is None  # served for the job's duration only
