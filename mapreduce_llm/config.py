@@ -160,6 +160,9 @@ class MonitoringConfig(StrictModel):
     """Serve Prometheus ``/metrics`` on this port while the job runs (0: any free port); None: not served."""
     metrics_host: str = "127.0.0.1"
     """Address ``/metrics`` binds to (``0.0.0.0`` for a scrape from another host, e.g. a pod)."""
+    metrics_linger_s: Annotated[float, Field(ge=0)] = 0.0
+    """Keep serving ``/metrics`` this long after the job ends, so that a scrape sees its final figures (e.g. the
+    scrape interval, when no Pushgateway keeps them). The job's command returns that much later."""
     pushgateway: str | None = None
     """Push the job's final figures to this Prometheus Pushgateway URL (grouped by job id and task)."""
     embed: bool | None = None

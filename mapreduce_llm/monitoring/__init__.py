@@ -17,6 +17,7 @@ figures.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -133,8 +134,9 @@ def monitored(spec: JobSpec, *, embedder: TextEmbedder | None = None) -> Iterato
     On entry, before the job starts: the baseline is loaded and ``/metrics`` bound (either failing is a
     ConfigError); the prompt labels of the job's task are exported. ``embedder`` (default: the process's shared
     all-MiniLM-L6-v2) embeds for the profiles; give the job the same one, so that one model serves both.
-    While the block runs, ``/metrics`` is served and every document the job computes is profiled into
-    ``OUTPUT/profile.jsonl``. When the block ends, if the job reached its end (completed or failed):
+    While the block runs, ``/metrics`` is served (and ``monitoring.metrics_linger_s`` longer once the job has
+    ended) and every document the job computes is profiled into ``OUTPUT/profile.jsonl``. When the block ends,
+    if the job reached its end (completed or failed):
 
     1. its drift scores are added to ``summary.json`` (rewritten atomically under the output folder's lock);
     2. with ``monitoring.pushgateway``, its figures are pushed — one rule for every ending (see
@@ -163,7 +165,11 @@ def monitored(spec: JobSpec, *, embedder: TextEmbedder | None = None) -> Iterato
     try:
         with serve_metrics(metrics.metrics.registry, config.metrics_port, config.metrics_host) as port:
             handle.port = port
-            yield handle
+            try:
+                yield handle
+            finally:
+                if port is not None and monitor.summary is not None:
+                    time.sleep(config.metrics_linger_s)  # a last scrape of the final figures
     except BaseException:
         _finish(spec, monitor, handle, raising=False)
         raise
