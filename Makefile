@@ -15,7 +15,7 @@ OUTPUT ?= out/example
 PROMPT ?= summarize
 RUN_ARGS ?=
 
-.PHONY: setup run test lint typecheck unit integration bench clean
+.PHONY: setup run serve test lint typecheck unit integration bench clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,17 @@ $(STAMP): pyproject.toml
 
 run: setup
 	$(BIN)/mapreduce-llm run --input $(INPUT) --output $(OUTPUT) --prompt $(PROMPT) $(RUN_ARGS)
+
+# The batch service: OpenAI's Files + Batches API on http://$(SERVE_HOST):$(SERVE_PORT)/v1, each batch run as
+# Ray jobs on a local token-auth Ray head it starts (or SERVE_ARGS="--ray-address URL").
+# Clients' token: $(SERVE_STATE)/token (generated on the first start).
+SERVE_HOST ?= 127.0.0.1
+SERVE_PORT ?= 8090
+SERVE_STATE ?= out/service
+SERVE_ARGS ?=
+
+serve: setup
+	$(BIN)/mapreduce-llm serve --host $(SERVE_HOST) --port $(SERVE_PORT) --state $(SERVE_STATE) $(SERVE_ARGS)
 
 lint: setup
 	$(BIN)/ruff check mapreduce_llm tests benchmarks

@@ -1,8 +1,8 @@
 """The ``mapreduce-llm`` command line: noun groups of thin commands (parse arguments, call the library, print).
 
 One module per group: ``jobs`` (run, plan, schema), ``prompts``, ``cluster`` (Ray jobs; their old top-level names
-as hidden aliases), ``drift`` and ``models``. ``options`` declares the shared options once; ``library`` is the
-seam for test doubles: ``CliRunner().invoke(cli, args, obj=Library(...))``.
+as hidden aliases), ``drift``, ``models`` and ``serve`` (the batch service). ``options`` declares the shared options
+once; ``library`` is the seam for test doubles: ``CliRunner().invoke(cli, args, obj=Library(...))``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from mapreduce_llm.cli.jobs import plan, run, schema
 from mapreduce_llm.cli.library import Library
 from mapreduce_llm.cli.models import models
 from mapreduce_llm.cli.prompts import prompts
+from mapreduce_llm.cli.serve import serve
 from mapreduce_llm.errors import MapReduceError
 from mapreduce_llm.logs import configure_logging
 
@@ -53,11 +54,12 @@ def cli(log_level: str, json_logs: bool | None) -> None:
       mapreduce-llm run job.yaml --set engine.max_model_len=4096
       mapreduce-llm plan --input docs/ --max-model-len 4096
       mapreduce-llm cluster submit job.yaml --address http://127.0.0.1:8265
+      mapreduce-llm serve --spec job.yaml          # OpenAI's Batch API on http://127.0.0.1:8090/v1
     """
     configure_logging(log_level, json_logs)
 
 
-for _command in (run, plan, schema, prompts, models, cluster, drift, *ALIASES):
+for _command in (run, plan, schema, prompts, models, cluster, drift, serve, *ALIASES):
     cli.add_command(_command)
 
 

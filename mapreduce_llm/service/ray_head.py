@@ -1,0 +1,162 @@
+"""The service's own Ray head, when it is given no cluster: one node on loopback, token auth on.
+
+``ray start --head --block`` runs in its own process session, with a fresh random token (in a file of its
+own temp folder, never ``~/.ray/auth_token``), its own temp folder and every port chosen free above Ray's worker
+port range (10002-19999 by default), so it never meets another Ray on the machine. It is stopped by its process
+group (never ``ray stop``, which would end every Ray of the user).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import structlog
+
+from mapreduce_llm.errors import MapReduceError
+
+log = structlog.get_logger("mapreduce_llm.service")
+
+FIRST_PORT = 46379
+"""Ports are looked for from here up (outside Ray's default worker ports, 10002-19999)."""
+
+
+class RayHeadError(MapReduceError):
+    """The local Ray head did not start."""
+
+
+def free_ports(low: int, count: int) -> list[int]:
+    """``count`` loopback ports that are free now, from ``low`` up."""
+    ports: list[int] = []
+    for port in range(low, low + 5000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RayHeadError(f"not {count} free loopback ports from {low}")
+
+
+class LocalRayHead:
+    """A one-node, token-auth Ray head on loopback for as long as the ``with`` block runs.
+
+    ``address`` is its dashboard (Jobs API) URL and ``token`` its auth token. ``num_cpus`` None: the machine's.
+    """
+
+    def __init__(self, *, num_cpus: int | None = None, startup_s: float = 180.0, first_port: int = FIRST_PORT) -> None:
+        self.num_cpus = num_cpus or os.cpu_count() or 1
+        self.startup_s = startup_s
+        self.first_port = first_port
+        self.token = secrets.token_hex(32)
+        self.address = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._tmp: Path | None = None
+
+    def __enter__(self) -> LocalRayHead:
+        # Ray's unix sockets live under its temp folder, and their paths must stay under 108 bytes.
+        self._tmp = Path(tempfile.mkdtemp(prefix="mr-serve-ray-", dir="/tmp"))
+        token_file = self._tmp / "auth_token"
+        token_file.write_text(self.token)
+        token_file.chmod(0o600)
+        ports = free_ports(self.first_port, 8)
+        gcs, dashboard, agent, agent_grpc, metrics, runtime_env, client, _ = ports
+        workers = free_ports(ports[-1] + 1, 1)[0]
+        bin_dir = Path(sys.executable).parent
+        env = {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(token_file),
+            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        }
+        env.pop("RAY_ADDRESS", None)
+        env.pop("RAY_AUTH_TOKEN", None)
+        command = [
+            str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+            "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+            "--num-cpus", str(self.num_cpus), "--temp-dir", str(self._tmp), "--disable-usage-stats",
+            "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
+            "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env),
+            "--ray-client-server-port", str(client),
+            "--min-worker-port", str(workers), "--max-worker-port", str(workers + 999),
+        ]  # fmt: skip
+        log_path = self._tmp / "head.log"
+        with log_path.open("wb") as out:
+            self._process = subprocess.Popen(  # noqa: S603 - our own ray executable, fixed arguments
+                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self.address = f"http://127.0.0.1:{dashboard}"
+        log.info("ray_head.starting", address=self.address, temp_dir=str(self._tmp))
+        try:
+            self._wait(log_path)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        log.info("ray_head.ready", address=self.address)
+        return self
+
+    def _wait(self, log_path: Path) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.startup_s
+        while True:
+            if self._process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RayHeadError(f"ray start exited with {self._process.returncode}:\n{tail}")
+            with contextlib.suppress(httpx.HTTPError):
+                answer = httpx.get(
+                    f"{self.address}/api/jobs/", headers={"Authorization": f"Bearer {self.token}"}, timeout=2
+                )
+                if answer.status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise RayHeadError(f"the local Ray head did not answer within {self.startup_s:.0f} s:\n{tail}")
+            time.sleep(1)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            sid = process.pid
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(sid, signal.SIGTERM)  # `ray start --block` stops its daemons on SIGTERM
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=60)
+            deadline = time.monotonic() + 20
+            while _session_pids(sid) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            for pid in _session_pids(sid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            log.info("ray_head.stopped", address=self.address)
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Every process in the session the head was started in (Ray's daemons and workers stay in it)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids

@@ -1,0 +1,69 @@
+"""``mapreduce-llm serve``: the state folder, the tokens, a Ray cluster (given, or a local head), the API."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from mapreduce_llm.service.batches import Batches, ServiceLimits
+from mapreduce_llm.service.specs import SpecTemplate
+from mapreduce_llm.service.store import Store
+
+log = structlog.get_logger("mapreduce_llm.service")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything ``serve`` is given."""
+
+    host: str = "127.0.0.1"
+    port: int = 8090
+    state: Path = Path("out/service")
+    token_file: Path | None = None
+    ray_address: str | None = None
+    """The cluster's dashboard URL; None: start a local token-auth head for the service's lifetime."""
+    spec_file: Path | None = None
+    """The job spec every batch job starts from (engine, limits, monitoring ...)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Job spec fields by dotted path, over the spec file."""
+    limits: ServiceLimits = field(default_factory=ServiceLimits)
+    poll_interval_s: float = 2.0
+    num_cpus: int | None = None
+    """CPUs of the local head (None: the machine's)."""
+
+
+def serve(settings: ServeSettings) -> None:
+    """Run the service until interrupted (Ctrl-C, SIGTERM); the local head, if any, is stopped on the way out."""
+    import uvicorn
+
+    from mapreduce_llm.service.app import create_app
+    from mapreduce_llm.service.auth import load_tokens
+    from mapreduce_llm.service.jobs import RayJobRunner
+    from mapreduce_llm.service.ray_head import LocalRayHead
+
+    state = settings.state.resolve()
+    store = Store(state)
+    tokens, source = load_tokens(settings.token_file, state)
+    template = SpecTemplate(settings.spec_file, settings.settings)  # a bad spec stops us before Ray starts
+    with ExitStack() as stack:
+        address = settings.ray_address
+        if address is None:
+            head = stack.enter_context(LocalRayHead(num_cpus=settings.num_cpus))
+            address = head.address
+            # submission.client() reads the token from the environment, as `cluster submit` does.
+            os.environ["RAY_AUTH_TOKEN"] = head.token
+        batches = Batches(store, RayJobRunner(address), template, settings.limits)
+        app = create_app(batches, tokens, tick_interval=settings.poll_interval_s)
+        log.info(
+            "service.ready",
+            url=f"http://{settings.host}:{settings.port}/v1",
+            state=str(state),
+            tokens=source,
+            ray=address,
+        )
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
