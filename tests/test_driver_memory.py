@@ -19,7 +19,8 @@ def test_run_case_holds_the_first_document_and_reports_the_reorder_buffer(
     assert (figures["documents"], figures["ok"], figures["chunks"], figures["profiled"]) == (12, 12, 12, 12)
     assert figures["released"] == "all others answered"
     assert 1 <= figures["peak_buffered"] <= 11
-    assert figures["max_rss"] >= figures["rss_before_job"] > 0
+    # max_rss is the kernel's high-water mark since the benchmark reset it, so it may sit below the RSS before the job
+    assert figures["max_rss"] > 0 and figures["rss_before_job"] > 0
 
 
 def test_resume_case_reuses_every_unchanged_document(tokenizer: HFTokenizer, tmp_path: Path) -> None:

@@ -215,6 +215,15 @@ def read_input_file(path: Path, max_line_bytes: int, endpoint: str = ENDPOINT) -
 
 
 def _check_line(fields: dict[str, Any], number: int, endpoint: str, seen: set[str]) -> InputLine | BatchError:
+    url = fields.get("url")
+    if isinstance(url, str) and url != endpoint:
+        return BatchError(
+            code="invalid_url",
+            line=number,
+            param="url",
+            message=f"line {number}: url {url!r} is not this batch's endpoint {endpoint!r}; every line of a "
+            "batch goes to its endpoint",
+        )
     try:
         line = InputLine.model_validate(fields)
     except ValidationError as exc:
@@ -228,14 +237,6 @@ def _check_line(fields: dict[str, Any], number: int, endpoint: str, seen: set[st
         allowed = ", ".join(["prompt", "text", "question", "metadata", *BODY_SETTINGS])
         hint = f"; a body holds {allowed}" if param and param.startswith("body.") else ""
         return BatchError(code=code, line=number, param=param, message=f"line {number}: {param}: {err['msg']}{hint}")
-    if line.url != endpoint:
-        return BatchError(
-            code="invalid_url",
-            line=number,
-            param="url",
-            message=f"line {number}: url {line.url!r} is not this batch's endpoint {endpoint!r}; every line of a "
-            "batch goes to its endpoint",
-        )
     if line.custom_id in seen:
         return BatchError(
             code="duplicate_custom_id",

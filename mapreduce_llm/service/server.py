@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -66,4 +68,17 @@ def serve(settings: ServeSettings) -> None:
             tokens=source,
             ray=address,
         )
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        # uvicorn stops gracefully on SIGTERM and then raises the signal again; our handler turns that into
+        # SystemExit here, so the ExitStack still stops the local head (the default handler would just end us).
+        previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+        try:
+            uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        except SystemExit:
+            log.info("service.stopping", reason="SIGTERM")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    log.info("service.stopped")
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
