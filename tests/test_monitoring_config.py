@@ -7,10 +7,13 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from mapreduce_llm.monitoring.metrics import JobMetrics
+from mapreduce_llm.service.metrics import ServiceMetrics
+from mapreduce_llm.service.store import Store
 from tests.conftest import ROOT
 
 MONITORING = ROOT / "monitoring"
@@ -52,9 +55,10 @@ def test_every_alert_has_a_passing_unit_test() -> None:
     assert alerts and alerts <= tested, alerts - tested
 
 
-def _exported_names() -> set[str]:
+def _exported_names(state: Path) -> set[str]:
     names = set()
-    for metric in JobMetrics().registry.collect():
+    service = ServiceMetrics(Store(state))
+    for metric in [*JobMetrics().registry.collect(), *service.registry.collect()]:
         base = metric.name + ("_total" if metric.type == "counter" else "")
         names.add(base)
         if metric.type == "histogram":
@@ -62,15 +66,16 @@ def _exported_names() -> set[str]:
     return names
 
 
-def test_rules_and_dashboard_use_only_exported_metrics() -> None:
-    """Every mapreduce_llm_* name in the rules and the dashboard is exported by the job or recorded by a rule."""
+def test_rules_and_dashboard_use_only_exported_metrics(tmp_path: Path) -> None:
+    """Every mapreduce_llm_* name in the rules and the dashboard is exported by a job or the service, or recorded."""
     recorded = set(re.findall(r"- record: (\S+)", "".join(p.read_text() for p in RULES)))
     used = set()
     for text in [p.read_text() for p in RULES] + [expr for _, expr in dashboard_exprs()]:
         used.update(re.findall(r"(?<![\w:])mapreduce_llm_\w+", text))
     for name in recorded:
         used.discard(name)
-    assert used <= _exported_names(), used - _exported_names()
+    exported = _exported_names(tmp_path)
+    assert used <= exported, used - exported
     for _, expr in dashboard_exprs():
         for name in re.findall(r"\b\w+:mapreduce_llm_\w+:\w+", expr):
             assert name in recorded, name
