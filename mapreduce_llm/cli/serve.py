@@ -26,6 +26,16 @@ def _settings(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     return settings
 
 
+def _webhook_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from mapreduce_llm.errors import ConfigError
+    from mapreduce_llm.service.webhooks import check_url
+
+    try:
+        return None if value is None else check_url(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
@@ -69,6 +79,26 @@ def _settings(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 @click.option("--max-lines", default=50_000, show_default=True, type=click.IntRange(1), help="Requests per file.")
 @click.option("--poll-interval", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Seconds.")
 @click.option("--num-cpus", type=click.IntRange(1), help="CPUs of the local Ray head (default: the machine's).")
+@click.option(
+    "--webhook-url",
+    callback=_webhook_url,
+    help="POST a signed event (Standard Webhooks, as OpenAI's) here when a batch ends: batch.completed, "
+    "batch.failed, batch.cancelled, batch.expired. Retried until a 2xx; default: no webhooks.",
+)
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="File holding the whsec_... secret events are signed with (default: $MAPREDUCE_LLM_WEBHOOK_SECRET, "
+    "else one generated once into STATE/webhook-secret).",
+)
+@click.option("--webhook-max-attempts", default=16, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--webhook-max-age",
+    default="24h",
+    show_default=True,
+    callback=_duration,
+    help="An event still not delivered this long after its batch ended is given up (logged webhook.gave_up).",
+)
 def serve(
     host: str,
     port: int,
@@ -82,6 +112,10 @@ def serve(
     max_lines: int,
     poll_interval: float,
     num_cpus: int | None,
+    webhook_url: str | None,
+    webhook_secret_file: Path | None,
+    webhook_max_attempts: int,
+    webhook_max_age: int,
 ) -> None:
     """Run the batch service: OpenAI's Files and Batches API, each batch run as Ray jobs.
 
@@ -93,6 +127,7 @@ def serve(
     """
     from mapreduce_llm.service import ServeSettings
     from mapreduce_llm.service import serve as run_service
+    from mapreduce_llm.service.webhooks import WebhookPolicy
 
     limits = ServiceLimits(max_upload_bytes=max_upload_bytes, max_lines=max_lines, retention_s=retention)
     run_service(
@@ -107,5 +142,8 @@ def serve(
             limits=limits,
             poll_interval_s=poll_interval,
             num_cpus=num_cpus,
+            webhook_url=webhook_url,
+            webhook_secret_file=webhook_secret_file,
+            webhook_policy=WebhookPolicy(max_attempts=webhook_max_attempts, max_age_s=webhook_max_age),
         )
     )

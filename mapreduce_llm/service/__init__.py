@@ -2,8 +2,8 @@
 
 ``formats`` (the API's shapes; input lines → documents, results → output lines), ``store`` (the state folder),
 ``batches`` (the lifecycle), ``jobs`` (Ray jobs and their output folders), ``specs`` (each job's spec),
-``auth`` (bearer tokens), ``ray_head`` (a local token-auth head), ``app`` (the HTTP routes), ``server`` (all of
-it started together).
+``auth`` (bearer tokens), ``ray_head`` (a local token-auth head), ``app`` (the HTTP routes), ``webhooks`` (signed
+events when a batch ends, ``--webhook-url``), ``server`` (all of it started together).
 """
 
 from __future__ import annotations

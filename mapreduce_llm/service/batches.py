@@ -99,7 +99,8 @@ class Batches:
         """Held while a batch record is read and changed (routes and :meth:`tick`)."""
         self.progress = ProgressReader()
         self.on_finished: Callable[[Batch], None] | None = None
-        """Called with each batch that reached a terminal status (webhooks)."""
+        """Called with each batch that reached a terminal status, just before that is saved, so at least once
+        (webhooks); it must be quick and idempotent."""
 
     def now(self) -> int:
         return int(self.clock())
@@ -473,10 +474,10 @@ class Batches:
         batch.status = status
         setattr(batch, stamp.get(status, "expired_at"), now)
         record.finished_at = now
+        if self.on_finished is not None:  # before the save: a crash in between ends the batch (and calls it) again
+            self.on_finished(batch)
         self.store.save_batch(record)
         log.info("batch.finished", batch_id=batch.id, status=status, **batch.request_counts.model_dump())
-        if self.on_finished is not None:
-            self.on_finished(batch)
 
     # --- retention -----------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ import structlog
 from mapreduce_llm.service.batches import Batches, ServiceLimits
 from mapreduce_llm.service.specs import SpecTemplate
 from mapreduce_llm.service.store import Store
+from mapreduce_llm.service.webhooks import WebhookPolicy, open_webhooks
 
 log = structlog.get_logger("mapreduce_llm.service")
 
@@ -37,6 +38,11 @@ class ServeSettings:
     poll_interval_s: float = 2.0
     num_cpus: int | None = None
     """CPUs of the local head (None: the machine's)."""
+    webhook_url: str | None = None
+    """Where batch.completed|failed|cancelled|expired events are POSTed (None: no webhooks)."""
+    webhook_secret_file: Path | None = None
+    """The whsec_ signing secret (None: $MAPREDUCE_LLM_WEBHOOK_SECRET, else STATE/webhook-secret)."""
+    webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
 
 
 def serve(settings: ServeSettings) -> None:
@@ -52,6 +58,7 @@ def serve(settings: ServeSettings) -> None:
     store = Store(state)
     tokens, source = load_tokens(settings.token_file, state)
     template = SpecTemplate(settings.spec_file, settings.settings)  # a bad spec stops us before Ray starts
+    webhooks = open_webhooks(state, settings.webhook_url, settings.webhook_secret_file, settings.webhook_policy)
     with ExitStack() as stack:
         address = settings.ray_address
         if address is None:
@@ -60,6 +67,10 @@ def serve(settings: ServeSettings) -> None:
             # submission.client() reads the token from the environment, as `cluster submit` does.
             os.environ["RAY_AUTH_TOKEN"] = head.token
         batches = Batches(store, RayJobRunner(address), template, settings.limits)
+        if webhooks is not None:  # sent from a thread of its own; undelivered events wait in STATE/webhooks
+            batches.on_finished = webhooks.enqueue
+            webhooks.start()
+            stack.callback(webhooks.stop)
         app = create_app(batches, tokens, tick_interval=settings.poll_interval_s)
         log.info(
             "service.ready",
