@@ -1,7 +1,9 @@
-"""deploy/: every manifest parses and has what the KubeRay and Prometheus Operator CRDs require."""
+"""deploy/: every manifest parses and has what the KubeRay and Prometheus Operator CRDs require; the batch service
+(service.yaml) is wired to its Secrets, the RayCluster's head, the shared state volume and the NetworkPolicies."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 from pathlib import Path
@@ -23,6 +25,11 @@ def _documents() -> list[tuple[Path, dict[str, Any]]]:
 
 def _of_kind(kind: str) -> list[dict[str, Any]]:
     return [doc for _, doc in _documents() if doc["kind"] == kind]
+
+
+def _named(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [doc for doc in _of_kind(kind) if doc["metadata"]["name"] == name]
+    return found
 
 
 def _pinned_ray() -> str:
@@ -80,7 +87,7 @@ def test_rayjob_runs_the_cli_on_the_cluster_with_the_token() -> None:
     assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"]
     (submitter,) = spec["submitterPodTemplate"]["spec"]["containers"]
     _assert_token_auth(submitter)
-    (config,) = _of_kind("ConfigMap")
+    config = _named("ConfigMap", "mapreduce-llm-job")
     assert yaml.safe_load(config["data"]["job.yaml"])["engine"]["num_gpus_per_replica"] == 1
 
 
@@ -104,7 +111,7 @@ def test_container_build_uses_the_pinned_ray() -> None:
 def test_the_rayjobs_spec_carries_its_monitoring() -> None:
     """The ConfigMap's job spec is valid and serves /metrics beyond loopback on the port the head declares as
     job-metrics (which the PodMonitor scrapes and the NetworkPolicy opens), and pushes its final figures."""
-    (config,) = _of_kind("ConfigMap")
+    config = _named("ConfigMap", "mapreduce-llm-job")
     monitoring = JobSpec.model_validate(yaml.safe_load(config["data"]["job.yaml"])).monitoring
     (cluster,) = _of_kind("RayCluster")
     ports = {
@@ -113,6 +120,258 @@ def test_the_rayjobs_spec_carries_its_monitoring() -> None:
     }
     assert monitoring.metrics_port == ports["job-metrics"] and monitoring.metrics_host == "0.0.0.0"
     assert monitoring.pushgateway and monitoring.pushgateway.startswith("http://")
-    (policy,) = _of_kind("NetworkPolicy")
+    policy = _named("NetworkPolicy", "mapreduce-llm")
     opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
     assert monitoring.metrics_port in opened
+
+
+# --- the batch service (service.yaml) -----------------------------------------------------------------------
+
+SERVICE = "mapreduce-llm-service"
+
+
+def _service_pod() -> dict[str, Any]:
+    return _named("Deployment", SERVICE)["spec"]["template"]
+
+
+def _service_container() -> dict[str, Any]:
+    (container,) = _service_pod()["spec"]["containers"]
+    return container
+
+
+def _serve_options() -> dict[str, Any]:
+    """The container's `mapreduce-llm serve` options as serve's own parser reads them (unknown ones fail)."""
+    import click
+
+    from mapreduce_llm.cli.serve import serve
+
+    args = _service_container()["args"]
+    assert args[:2] == ["mapreduce-llm", "serve"]
+    options, rest, _ = serve.make_parser(click.Context(serve, info_name="serve")).parse_args(list(args[2:]))
+    assert not rest
+    return options
+
+
+def _head() -> dict[str, Any]:
+    (cluster,) = _of_kind("RayCluster")
+    return cluster["spec"]["headGroupSpec"]["template"]
+
+
+def _ports(pod: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+
+
+def _mount_for(pod: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The (volumeMount, volume) of the pod's first container that holds ``path``."""
+    container = pod["spec"]["containers"][0]
+    (mount,) = [m for m in container["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector: matchLabels and matchExpressions; ``{}`` selects everything."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        ok = {
+            "In": key in labels and labels[key] in values,
+            "NotIn": labels.get(key) not in values,
+            "Exists": key in labels,
+            "DoesNotExist": key not in labels,
+        }[op]
+        if not ok:
+            return False
+    return True
+
+
+APP_NS = "apps"  # the namespace the manifests are applied to (they name none)
+
+
+def _admitted(target: dict[str, Any], port: int, labels: dict[str, str], namespace: str = APP_NS,
+              namespace_labels: dict[str, str] | None = None,
+              policies: list[dict[str, Any]] | None = None) -> bool:  # fmt: skip
+    """Whether the NetworkPolicies of deploy/ (or ``policies``) let a pod (``labels`` in ``namespace``) reach
+    ``target``'s port: the union of the Ingress rules of every policy selecting the target; a pod no policy
+    selects is open."""
+    ns_labels = {"kubernetes.io/metadata.name": namespace, **(namespace_labels or {})}
+    target_labels, target_ports = target["metadata"]["labels"], _ports(target)
+    policies = [
+        p["spec"]
+        for p in (_of_kind("NetworkPolicy") if policies is None else policies)
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and _selects(p["spec"]["podSelector"], target_labels)
+    ]
+    if not policies:
+        return True
+
+    def peer_matches(peer: dict[str, Any]) -> bool:
+        if "ipBlock" in peer:
+            return False
+        in_ns = _selects(peer["namespaceSelector"], ns_labels) if "namespaceSelector" in peer else namespace == APP_NS
+        return in_ns and _selects(peer.get("podSelector", {}), labels)
+
+    def port_matches(rule_port: dict[str, Any]) -> bool:
+        wanted = rule_port.get("port")
+        if wanted is None:
+            return True
+        number = target_ports.get(wanted) if isinstance(wanted, str) else wanted
+        return number is not None and number <= port <= rule_port.get("endPort", number)
+
+    return any(
+        ("from" not in rule or any(peer_matches(peer) for peer in rule["from"]))
+        and ("ports" not in rule or any(port_matches(p) for p in rule["ports"]))
+        for policy in policies
+        for rule in policy.get("ingress", [])
+    )
+
+
+def test_service_objects_are_wired_together() -> None:
+    """Selectors match the service pod, its mounts name existing volumes/claims/ConfigMaps, its image is the head's."""
+    deployment = _named("Deployment", SERVICE)
+    assert deployment["apiVersion"] == "apps/v1"
+    pod = _service_pod()
+    assert _selects(deployment["spec"]["selector"], pod["metadata"]["labels"])
+    container = _service_container()
+    assert container["image"] == _head()["spec"]["containers"][0]["image"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert {m["name"] for m in container["volumeMounts"]} <= volumes.keys()
+    claims = {c["metadata"]["name"]: c for c in _of_kind("PersistentVolumeClaim")}
+    config_maps = {c["metadata"]["name"] for c in _of_kind("ConfigMap")}
+    for volume in volumes.values():
+        if "persistentVolumeClaim" in volume:
+            assert volume["persistentVolumeClaim"]["claimName"] in claims
+        if "configMap" in volume:
+            assert volume["configMap"]["name"] in config_maps
+    for claim in claims.values():
+        assert claim["apiVersion"] == "v1" and claim["spec"]["resources"]["requests"]["storage"]
+    service = _named("Service", SERVICE)
+    assert service["apiVersion"] == "v1" and service["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert _selects({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"])
+
+
+def test_service_listens_where_its_service_and_probes_point() -> None:
+    """serve listens on 0.0.0.0:8090, the Service's target, probed by TCP (every HTTP route would answer 401)."""
+    options = _serve_options()
+    assert options["host"] == "0.0.0.0"
+    port = int(options["port"])
+    ports = _ports(_service_pod())
+    (service_port,) = _named("Service", SERVICE)["spec"]["ports"]
+    target = service_port["targetPort"]
+    assert (ports[target] if isinstance(target, str) else target) == port == service_port["port"] == 8090
+    container = _service_container()
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "httpGet" not in container[probe], probe
+        socket_port = container[probe]["tcpSocket"]["port"]
+        assert (ports[socket_port] if isinstance(socket_port, str) else socket_port) == port, probe
+
+
+def test_service_reads_its_tokens_from_the_secrets() -> None:
+    """--token-file is key `token` of Secret mapreduce-llm-service-token (as README makes it); Ray's from its Secret."""
+    options = _serve_options()
+    token_file = options["token_file"]
+    mount, volume = _mount_for(_service_pod(), token_file)
+    secret = volume["secret"]
+    assert secret["secretName"] == "mapreduce-llm-service-token"
+    relative = token_file.removeprefix(mount["mountPath"] + "/")
+    assert {"key": "token", "path": relative} in secret.get("items", [{"key": relative, "path": relative}])
+    mode, security = secret.get("defaultMode", 0o644), _service_pod()["spec"]["securityContext"]
+    assert mode & 0o004 or (mode & 0o040 and "fsGroup" in security)  # the non-root user can read it
+    container = _service_container()
+    assert all("value" not in e for e in container["env"] if "TOKEN" in e["name"])
+    _assert_token_auth(container)
+    readme = (DEPLOY / "README.md").read_text()
+    assert "kubectl create secret generic mapreduce-llm-service-token --from-literal=token=" in readme
+
+
+def test_service_submits_to_the_head_dashboard_of_the_raycluster() -> None:
+    """--ray-address is KubeRay's `<RayCluster name>-head-svc` on the head's dashboard port (the Jobs API)."""
+    from urllib.parse import urlsplit
+
+    (cluster,) = _of_kind("RayCluster")
+    url = urlsplit(_serve_options()["ray_address"])
+    assert url.scheme == "http"
+    assert url.hostname and url.hostname.split(".")[0] == f"{cluster['metadata']['name']}-head-svc"
+    assert url.port == _ports(_head())["dashboard"] == 8265
+
+
+def test_state_is_one_claim_at_one_path_in_the_service_and_on_the_head() -> None:
+    """--state is one ReadWriteMany claim, mounted writable at that same path in the service and on the Ray head."""
+    state = _serve_options()["state"]
+    assert state.startswith("/")
+    mount, volume = _mount_for(_service_pod(), state)
+    head_mount, head_volume = _mount_for(_head(), state)
+    assert mount["mountPath"] == head_mount["mountPath"] == state
+    assert not mount.get("readOnly") and not head_mount.get("readOnly")
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    assert head_volume["persistentVolumeClaim"]["claimName"] == claim
+    assert "ReadWriteMany" in _named("PersistentVolumeClaim", claim)["spec"]["accessModes"]
+
+
+def test_service_has_one_writer_of_its_state() -> None:
+    """One replica, replaced with Recreate: two pods never write the (unlocked) state folder at once."""
+    spec = _named("Deployment", SERVICE)["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+
+
+def test_networkpolicies_admit_the_service_to_the_jobs_api_and_clients_to_the_service() -> None:
+    """The service reaches the head's 8265 (even with the namespace rule narrowed); clients 8090; Prometheus 9109."""
+    pod, head = _service_pod(), _head()
+    service_labels = pod["metadata"]["labels"]
+    assert _admitted(head, 8265, service_labels)
+    narrowed = copy.deepcopy(_of_kind("NetworkPolicy"))
+    for policy in narrowed:
+        policy["spec"]["ingress"] = [
+            r for r in policy["spec"]["ingress"] if {"podSelector": {}} not in r.get("from", [{"podSelector": {}}])
+        ]
+    assert _admitted(head, 8265, service_labels, policies=narrowed)
+    assert not _admitted(head, 6379, service_labels, policies=narrowed)
+    client = {"mapreduce-llm/client": "true"}
+    assert _admitted(pod, 8090, client)
+    assert _admitted(pod, 8090, client, namespace="team-a", namespace_labels=client)
+    assert _admitted(pod, 9109, {}, namespace="monitoring")
+    assert not _admitted(pod, 8090, {}, namespace="monitoring")
+
+
+def test_networkpolicies_keep_other_pods_off_the_service() -> None:
+    """Unlabelled pods (Ray's too) and labelled pods of unlabelled namespaces do not reach the service."""
+    pod = _service_pod()
+    client = {"mapreduce-llm/client": "true"}
+    assert not _admitted(pod, 8090, {})
+    assert not _admitted(pod, 8090, _head()["metadata"]["labels"])
+    assert not _admitted(pod, 8090, client, namespace="team-b")
+    assert not _admitted(pod, 8090, {}, namespace="team-a", namespace_labels=client)
+    (policy,) = [p for p in _of_kind("NetworkPolicy") if _selects(p["spec"]["podSelector"], pod["metadata"]["labels"])]
+    assert policy["metadata"]["name"] == SERVICE
+
+
+def test_service_pod_is_locked_down() -> None:
+    """No service account token, non-root, no escalation, no capabilities, read-only root with a writable /tmp."""
+    spec = _service_pod()["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    pod_security = spec["securityContext"]
+    assert pod_security["runAsNonRoot"] is True and pod_security["runAsUser"] > 0
+    security = _service_container()["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"] and not security["capabilities"].get("add")
+    assert security["readOnlyRootFilesystem"] is True
+    _, tmp = _mount_for(_service_pod(), "/tmp")
+    assert "emptyDir" in tmp
+    assert "resources" in _service_container() and _service_container()["resources"]["limits"]["memory"]
+
+
+def test_service_spec_is_a_valid_job_spec_for_the_cluster(tmp_path: Path) -> None:
+    """--spec is a valid job spec, its model on a volume of head and workers, no fixed metrics port on the head."""
+    from mapreduce_llm.service.specs import SpecTemplate
+
+    spec_path = _serve_options()["spec_file"]
+    mount, volume = _mount_for(_service_pod(), spec_path)
+    config = _named("ConfigMap", volume["configMap"]["name"])
+    local = tmp_path / "spec.yaml"
+    local.write_text(config["data"][spec_path.removeprefix(mount["mountPath"] + "/")])
+    spec = SpecTemplate(local).build(input=Path("/state/in.jsonl"), output=Path("/state/out"), prompt=None, job_id="j")
+    model = str(spec.engine.model)
+    (cluster,) = _of_kind("RayCluster")
+    for pod in [_head(), *(g["template"] for g in cluster["spec"]["workerGroupSpecs"])]:
+        assert _mount_for(pod, model)
+    assert spec.monitoring.metrics_port in (None, 0)
