@@ -26,6 +26,14 @@ def _settings(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     return settings
 
 
+def _port_or_off(ctx: click.Context, param: click.Parameter, value: str) -> int | None:
+    if value.lower() == "off":
+        return None
+    if not value.isdigit() or int(value) > 65535:
+        raise click.BadParameter(f"expected a port (0-65535) or 'off', got {value!r}")
+    return int(value)
+
+
 def _webhook_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     from mapreduce_llm.errors import ConfigError
     from mapreduce_llm.service.webhooks import check_url
@@ -99,6 +107,15 @@ def _webhook_url(ctx: click.Context, param: click.Parameter, value: str | None) 
     callback=_duration,
     help="An event still not delivered this long after its batch ended is given up (logged webhook.gave_up).",
 )
+@click.option(
+    "--metrics-port",
+    default="9109",
+    show_default=True,
+    callback=_port_or_off,
+    help="Port of the service's own Prometheus /metrics (batches by status, documents in flight, HTTP latency); "
+    "0 for any free port, 'off' for none.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address /metrics listens on.")
 def serve(
     host: str,
     port: int,
@@ -116,6 +133,8 @@ def serve(
     webhook_secret_file: Path | None,
     webhook_max_attempts: int,
     webhook_max_age: int,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run the batch service: OpenAI's Files and Batches API, each batch run as Ray jobs.
 
@@ -145,5 +164,7 @@ def serve(
             webhook_url=webhook_url,
             webhook_secret_file=webhook_secret_file,
             webhook_policy=WebhookPolicy(max_attempts=webhook_max_attempts, max_age_s=webhook_max_age),
+            metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     )

@@ -43,15 +43,20 @@ class ServeSettings:
     webhook_secret_file: Path | None = None
     """The whsec_ signing secret (None: $MAPREDUCE_LLM_WEBHOOK_SECRET, else STATE/webhook-secret)."""
     webhook_policy: WebhookPolicy = field(default_factory=WebhookPolicy)
+    metrics_port: int | None = 9109
+    """The service's own ``/metrics`` (0: any free port; None: off)."""
+    metrics_host: str = "127.0.0.1"
 
 
 def serve(settings: ServeSettings) -> None:
     """Run the service until interrupted (Ctrl-C, SIGTERM); the local head, if any, is stopped on the way out."""
     import uvicorn
 
+    from mapreduce_llm.monitoring.export import serve_metrics
     from mapreduce_llm.service.app import create_app
     from mapreduce_llm.service.auth import load_tokens
     from mapreduce_llm.service.jobs import RayJobRunner
+    from mapreduce_llm.service.metrics import ServiceMetrics
     from mapreduce_llm.service.ray_head import LocalRayHead
 
     state = settings.state.resolve()
@@ -59,7 +64,9 @@ def serve(settings: ServeSettings) -> None:
     tokens, source = load_tokens(settings.token_file, state)
     template = SpecTemplate(settings.spec_file, settings.settings)  # a bad spec stops us before Ray starts
     webhooks = open_webhooks(state, settings.webhook_url, settings.webhook_secret_file, settings.webhook_policy)
+    metrics = ServiceMetrics(store)
     with ExitStack() as stack:
+        stack.enter_context(serve_metrics(metrics.registry, settings.metrics_port, settings.metrics_host))
         address = settings.ray_address
         if address is None:
             head = stack.enter_context(LocalRayHead(num_cpus=settings.num_cpus))
@@ -71,7 +78,7 @@ def serve(settings: ServeSettings) -> None:
             batches.on_finished = webhooks.enqueue
             webhooks.start()
             stack.callback(webhooks.stop)
-        app = create_app(batches, tokens, tick_interval=settings.poll_interval_s)
+        app = create_app(batches, tokens, tick_interval=settings.poll_interval_s, middleware=[metrics.middleware])
         log.info(
             "service.ready",
             url=f"http://{settings.host}:{settings.port}/v1",
