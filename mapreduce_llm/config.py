@@ -184,9 +184,14 @@ class JobSpec(StrictModel):
     """One batch job: read documents, map a prompt over their chunks, reduce, write results."""
 
     input: Path
-    """A JSONL file (one ``{"id", "text", "question"?, ...}`` per line), a folder of .txt/.md files, or one file."""
+    """A JSONL file (one ``{"id", "text", "question"?, ...}`` or OpenAI batch line ``{"custom_id", "method",
+    "url", "body"}`` per line), a folder of .txt/.md files, or one file."""
     output: Path
     """Folder for ``results.jsonl`` and ``summary.json`` (created if missing)."""
+    output_format: Literal["results", "batch"] = "results"
+    """``results``: the output folder gets ``results.jsonl`` and ``summary.json``. ``batch``: also
+    ``batch_output.jsonl`` and ``batch_errors.jsonl``, every result as an OpenAI batch output or error line
+    (custom_id = the document id; the batch service's shape), written when the job completes."""
     job_id: str | None = None
     """Identifies the job in logs, metrics and the summary. Default: the output folder's name."""
     prompt: str = "summarize"

@@ -3,7 +3,9 @@
 Three kinds of input:
 
 - a **JSONL** file (``.jsonl``/``.ndjson``): one JSON object per line with ``text``, optional ``id`` and
-  ``question``; other fields are kept as metadata (lines and JSON values: :mod:`mapreduce_llm.jsonl`);
+  ``question``; other fields are kept as metadata (lines and JSON values: :mod:`mapreduce_llm.jsonl`). A line
+  without ``text`` that has ``custom_id`` or ``body`` is an OpenAI batch line: its body is the document, its
+  custom_id the id (:mod:`mapreduce_llm.batch_lines`); a file may mix both kinds;
 - a **folder**, read recursively in sorted order: every ``.txt``/``.md``/``.markdown``/``.rst`` file is a
   document; names starting with ``.`` (files and folders) are skipped (the walk, symbolic links, special
   files, encodings and bounded reads: :mod:`mapreduce_llm.input_files`);
@@ -30,6 +32,7 @@ from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mapreduce_llm.batch_lines import RequestCheck, batch_document, is_batch_line
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.input_files import (
     JSONL_SUFFIXES,
@@ -83,6 +86,14 @@ ReadErrorCode = Literal[
     "symlink",
     "not_a_regular_file",
     "unreadable",
+    "invalid_url",
+    "invalid_method",
+    "missing_custom_id",
+    "invalid_custom_id",
+    "duplicate_custom_id",
+    "invalid_request",
+    "prompt_mismatch",
+    "unsupported_setting",
 ]
 """Every ``DocumentError.code`` the reader can produce:
 
@@ -102,6 +113,10 @@ ReadErrorCode = Literal[
 - ``symlink``: a symbolic link leaving the input folder (not followed unless ``follow_symlinks``).
 - ``not_a_regular_file``: a FIFO, socket or device in a folder.
 - ``unreadable``: the operating system refused or failed the read (permissions, file vanished, I/O error).
+- OpenAI batch lines (:data:`~mapreduce_llm.batch_lines.BATCH_LINE_CODES`): ``invalid_url`` (another endpoint
+  than ``/v1/mapreduce``), ``invalid_method``, ``missing_custom_id``, ``invalid_custom_id``,
+  ``duplicate_custom_id``, ``invalid_request`` (a malformed body), ``prompt_mismatch`` (``body.prompt`` is not the
+  job's prompt), ``unsupported_setting`` (a per-request setting other than the job's).
 """
 READ_ERROR_CODES: Final[tuple[str, ...]] = get_args(ReadErrorCode)
 """The codes of :data:`ReadErrorCode`, for tests and metrics."""
@@ -212,13 +227,17 @@ def _document_from_json(fields: dict[str, Any], where: str, max_bytes: int) -> D
 # --- the input -----------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: Path, max_bytes: int) -> Iterator[Document | DocumentError]:
+def _read_jsonl(path: Path, max_bytes: int, requests: RequestCheck | None) -> Iterator[Document | DocumentError]:
+    custom_ids: set[str] = set()
     for line in read_jsonl(path, max_bytes):
         if isinstance(line, DocumentError):
             yield line
             continue
         try:
-            yield _document_from_json(line.fields, line.source, max_bytes)
+            fields = line.fields
+            if is_batch_line(fields):
+                fields = batch_document(fields, line.number, line.source, custom_ids, requests)
+            yield _document_from_json(fields, line.source, max_bytes)
         except DocumentError as err:
             err.source = line.source
             yield err
@@ -263,19 +282,22 @@ def count_inputs(path: Path, *, follow_symlinks: bool = False) -> int:
         return 0
 
 
-def read_documents(path: Path, max_bytes: int, *, follow_symlinks: bool = False) -> Iterator[Document | DocumentError]:
+def read_documents(
+    path: Path, max_bytes: int, *, follow_symlinks: bool = False, requests: RequestCheck | None = None
+) -> Iterator[Document | DocumentError]:
     """Yield one item per input line (JSONL) or file (folder, single file), in order.
 
     Problems with single documents, including duplicate ids, are yielded as DocumentError (codes in
     :data:`READ_ERROR_CODES`); a missing input, or one that is not a regular file or folder, raises
     ConfigError. ``max_bytes`` is ``limits.max_document_bytes``; ``follow_symlinks`` reads links leaving an
-    input folder (``follow_symlinks`` in the job spec).
+    input folder (``follow_symlinks`` in the job spec); ``requests`` checks the prompt and settings that OpenAI
+    batch lines ask for (:class:`~mapreduce_llm.batch_lines.JobRequests`; None: not checked).
     """
     kind = input_kind(path)
     if kind == "folder":
         items = _read_folder(path, max_bytes, follow_symlinks)
     elif kind == "jsonl":
-        items = _read_jsonl(path, max_bytes)
+        items = _read_jsonl(path, max_bytes, requests)
     else:
         items = _read_file(path, max_bytes)
     seen: dict[str, str] = {}

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import structlog
 
+from mapreduce_llm.batch_lines import JobRequests
 from mapreduce_llm.cache import RequestCache
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.documents import Document, read_documents
@@ -152,7 +153,7 @@ class Job:
         job-level faults (the engine, the output folder) fail the job.
         """
         started_at = time.time()
-        sink = ResultLog(self.spec.output, self.job_id)
+        sink = ResultLog(self.spec.output, self.job_id, batch_output=self.spec.output_format == "batch")
         opened_cache = self.spec.cache.enabled and self.client.cache is None
         if opened_cache:
             self.client.cache = RequestCache(self.spec.cache.path or self.spec.output / "cache.sqlite")
@@ -262,7 +263,10 @@ class _Pass:
         """Read every input item; record the unreadable and the reusable ones, start the others; wait for all."""
         job, model = self.job, self.job.engine.info.model
         items = read_documents(
-            job.spec.input, job.spec.limits.max_document_bytes, follow_symlinks=job.spec.follow_symlinks
+            job.spec.input,
+            job.spec.limits.max_document_bytes,
+            follow_symlinks=job.spec.follow_symlinks,
+            requests=JobRequests(job.spec, job.prompts),
         )
         for index, item in enumerate(items):
             await self.wait_for_room()

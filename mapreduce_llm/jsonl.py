@@ -66,6 +66,8 @@ class JsonLine:
     """``file:line``, the line numbered from 1."""
     fields: dict[str, Any]
     """The parsed object (fresh for this line: the caller may take fields out of it)."""
+    number: int = 0
+    """The line's number, from 1 (blank lines count)."""
 
 
 def read_jsonl(path: Path, max_bytes: int) -> Iterator[JsonLine | DocumentError]:
@@ -95,7 +97,7 @@ def read_jsonl(path: Path, max_bytes: int) -> Iterator[JsonLine | DocumentError]
                 try:
                     if line.data is None:
                         raise too_large_error(where, "the line", line.size, max_bytes, where)
-                    yield JsonLine(where, parse_object(line.data, where, encoding))
+                    yield JsonLine(where, parse_object(line.data, where, encoding), line.number)
                 except DocumentError as err:
                     err.source = where
                     yield err

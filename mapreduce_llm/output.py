@@ -1,10 +1,12 @@
 """The output folder: its file names, the writer lock, the resume index and the result log.
 
 ``DIR/results.jsonl`` has one line per input document, in input order; ``DIR/summary.json`` describes the
-job. Both are written atomically (temporary file, then rename). While a job runs, every finished document
-is appended to ``DIR/results.partial.jsonl``; a rerun with the same output folder reuses a successful record
-only when its input and settings fingerprints (:mod:`mapreduce_llm.fingerprints`) both match, and recomputes
-the rest. One job at a time writes into a folder (``DIR/.lock``, held for the job's duration).
+job; with ``output_format: batch``, ``DIR/batch_output.jsonl`` and ``DIR/batch_errors.jsonl`` hold the results as
+OpenAI batch lines (:mod:`mapreduce_llm.batch_lines`). All are written atomically (temporary file, then rename).
+While a job runs, every finished document is appended to ``DIR/results.partial.jsonl``; a rerun with the same
+output folder reuses a successful record only when its input and settings fingerprints
+(:mod:`mapreduce_llm.fingerprints`) both match, and recomputes the rest. One job at a time writes into a folder
+(``DIR/.lock``, held for the job's duration).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from mapreduce_llm.batch_lines import write_batch_files
 from mapreduce_llm.common import RecomputeReason
 from mapreduce_llm.errors import OutputInUseError
 from mapreduce_llm.results import DocumentResult, JobSummary
@@ -27,6 +30,10 @@ RESULTS_FILE = "results.jsonl"
 """One result per input document, in input order; replaced whole when a job completes."""
 PARTIAL_FILE = "results.partial.jsonl"
 """Every document's result as it finishes (in finishing order), while the job runs; what a rerun resumes from."""
+BATCH_OUTPUT_FILE = "batch_output.jsonl"
+"""``output_format: batch``: the documents that succeeded, as OpenAI batch output lines, in input order."""
+BATCH_ERRORS_FILE = "batch_errors.jsonl"
+"""``output_format: batch``: every other input line, as an OpenAI batch error line, in input order."""
 SUMMARY_FILE = "summary.json"
 """The :class:`~mapreduce_llm.results.JobSummary` of the last run into the folder."""
 LOCK_FILE = ".lock"
@@ -35,6 +42,8 @@ OWNER_FILE = ".lock.json"
 """Which job holds the lock (for the error a second job gets)."""
 INDEX_FILE = ".resume-index.sqlite"
 """The earlier run's results indexed by document id, while a job runs."""
+_OTHER_LINE_CODES = frozenset({"duplicate_id", "duplicate_custom_id"})
+"""Error records that share a document's id but are about another input line (not indexed for resuming)."""
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -136,6 +145,8 @@ class PreviousResults:
             doc_id, status = rec["id"], rec["status"]
         except (ValueError, KeyError, TypeError):
             return  # a line cut short by a crash
+        if (rec.get("error") or {}).get("code") in _OTHER_LINE_CODES:
+            return  # a later line with the same id: the record of the document itself is the one to reuse
         fingerprints = rec.get("fingerprints") or {}
         self._db.execute(
             "INSERT OR REPLACE INTO previous VALUES (?, ?, ?, ?, ?, ?)",
@@ -177,18 +188,23 @@ class ResultLog:
     buffer is full); ``finish`` renames it to ``results.jsonl``, so that file is only ever replaced whole.
 
     Opening the log takes the folder's :class:`OutputLock` (a second job into the folder is refused) and
-    indexes the earlier run's results for :meth:`previous`.
+    indexes the earlier run's results for :meth:`previous`. ``batch_output``: ``finish`` also writes the batch
+    output and error files from results.jsonl (request ids derived from the job id); without it, such files an
+    earlier run left are removed, since they would no longer match results.jsonl.
     """
 
-    def __init__(self, output_dir: Path, job_id: str | None = None) -> None:
+    def __init__(self, output_dir: Path, job_id: str | None = None, *, batch_output: bool = False) -> None:
         self.dir = output_dir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock = OutputLock(self.dir, job_id or self.dir.name)
+        self.job_id = job_id or self.dir.name
+        self.batch_output = batch_output
+        self._lock = OutputLock(self.dir, self.job_id)
         self._lock.acquire()
         try:
             self._partial = self.dir / PARTIAL_FILE
-            for stale in self.dir.glob(f".{RESULTS_FILE}.*"):
-                stale.unlink(missing_ok=True)  # left by a run that was killed before it could clean up
+            for name in (RESULTS_FILE, BATCH_OUTPUT_FILE, BATCH_ERRORS_FILE):
+                for stale in self.dir.glob(f".{name}.*"):
+                    stale.unlink(missing_ok=True)  # left by a run that was killed before it could clean up
             self.previous = PreviousResults(self.dir)
             self.previous.index([self.dir / RESULTS_FILE, self._partial])
             self._fh = self._partial.open("a", encoding="utf-8")
@@ -220,7 +236,7 @@ class ResultLog:
         return len(self._pending)
 
     def finish(self, summary: JobSummary) -> None:
-        """Publish results.jsonl (rename) and summary.json atomically, then drop the partial log."""
+        """Publish results.jsonl (rename), the batch files and summary.json atomically, then drop the partial log."""
         if self._pending:
             raise RuntimeError(f"results missing before document {self._next}; {len(self._pending)} buffered")
         try:
@@ -229,6 +245,12 @@ class ResultLog:
             self._ordered.close()
             self.previous.close()
             self._tmp.replace(self.dir / RESULTS_FILE)
+            batch_files = (self.dir / BATCH_OUTPUT_FILE, self.dir / BATCH_ERRORS_FILE)
+            if self.batch_output:
+                write_batch_files(self.dir / RESULTS_FILE, *batch_files, batch_id=self.job_id)
+            else:
+                for path in batch_files:
+                    path.unlink(missing_ok=True)
             write_atomic(self.dir / SUMMARY_FILE, json.dumps(summary.model_dump(), indent=2) + "\n")
             self._fh.close()
             self._partial.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 
+from mapreduce_llm.batch_lines import JobRequests
 from mapreduce_llm.config import JobSpec, VLLMEngineConfig
 from mapreduce_llm.documents import read_documents
 from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
@@ -71,7 +72,9 @@ def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, It
     reserve = spec.sampling.reserved_output_tokens
 
     def plans() -> Iterator[DocumentPlan | DocumentError]:
-        for item in read_documents(spec.input, spec.limits.max_document_bytes, follow_symlinks=spec.follow_symlinks):
+        requests = JobRequests(spec, prompts)
+        max_bytes = spec.limits.max_document_bytes
+        for item in read_documents(spec.input, max_bytes, follow_symlinks=spec.follow_symlinks, requests=requests):
             if isinstance(item, DocumentError):
                 yield item
                 continue

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mapreduce_llm.batch_format import MapReduceBody
 from mapreduce_llm.documents import (
     MAX_JSON_DEPTH,
     READ_ERROR_CODES,
@@ -23,7 +24,17 @@ from mapreduce_llm.errors import ConfigError, DocumentError
 
 
 def _read(path: Path, max_bytes: int = 10_000, *, follow_symlinks: bool = False) -> list[Document | DocumentError]:
-    return list(read_documents(path, max_bytes, follow_symlinks=follow_symlinks))
+    return list(read_documents(path, max_bytes, follow_symlinks=follow_symlinks, requests=_job_requests))
+
+
+def _job_requests(body: MapReduceBody) -> tuple[str, str] | None:
+    """A job's check of batch line bodies (the real one is batch_lines.JobRequests): it runs prompt "summarize"
+    and no per-request setting."""
+    if body.prompt != "summarize":
+        return "prompt_mismatch", f"body.prompt {body.prompt!r} is not this job's prompt 'summarize'"
+    if body.settings():
+        return "unsupported_setting", f"{body.settings()} differ from the job's"
+    return None
 
 
 def _codes(items: list[Document | DocumentError]) -> list[str]:
@@ -124,6 +135,17 @@ def _not_a_regular_file(tmp: Path) -> tuple[Path, str]:
     return root, str(root / "pipe.txt")
 
 
+def _batch(custom_id: object = "a", drop: str = "", body: dict[str, object] | None = None, **fields: object) -> str:
+    """An OpenAI batch line (``drop``: a field left out; ``body``: fields added to the body)."""
+    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/mapreduce", **fields}
+    line["body"] = {"prompt": "summarize", "text": "A document.", **(body or {})}
+    return json.dumps({k: v for k, v in line.items() if k != drop})
+
+
+def _batch_case(*lines: str, where: str = "in.jsonl:1") -> Callable[[Path], tuple[Path, str]]:
+    return lambda tmp: (_jsonl(tmp, *lines), where)
+
+
 def _unreadable(tmp: Path) -> tuple[Path, str]:
     root = _docs(tmp, {})
     (root / "gone.txt").symlink_to("deleted.txt")  # a link inside the folder whose file is gone
@@ -149,6 +171,14 @@ CASES: dict[str, Callable[[Path], tuple[Path, str]]] = {
     "symlink": _symlink,
     "not_a_regular_file": _not_a_regular_file,
     "unreadable": _unreadable,
+    "invalid_url": _batch_case(_batch(url="/v1/chat/completions")),
+    "invalid_method": _batch_case(_batch(method="GET")),
+    "missing_custom_id": _batch_case(_batch(drop="custom_id")),
+    "invalid_custom_id": _batch_case(_batch(custom_id=5)),
+    "duplicate_custom_id": _batch_case(_batch(), _batch(), where="in.jsonl:2"),
+    "invalid_request": _batch_case(_batch(body={"model": "gpt"})),
+    "prompt_mismatch": _batch_case(_batch(body={"prompt": "qa"})),
+    "unsupported_setting": _batch_case(_batch(body={"temperature": 0.3})),
 }
 
 

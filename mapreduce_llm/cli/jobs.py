@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mapreduce_llm.cli.library import Library
-from mapreduce_llm.cli.options import job_options, job_spec, monitoring_options
+from mapreduce_llm.cli.options import job_options, job_spec, monitoring_options, spec_option
 
 if TYPE_CHECKING:
     from mapreduce_llm.results import JobSummary
@@ -24,12 +24,22 @@ if TYPE_CHECKING:
     default=None,
     help="Progress bars (default: on a terminal; otherwise a progress log line every 30 s).",
 )
+@spec_option(
+    "output_format",
+    "--batch-output",
+    flag_value="batch",
+    default=None,
+    help="Also write DIR/batch_output.jsonl and DIR/batch_errors.jsonl: the results as OpenAI batch output and "
+    "error lines (custom_id = document id), as `serve` writes them.",
+)
 @monitoring_options
 @click.pass_context
 def run(ctx: click.Context, spec_file: Path | None, progress: bool | None) -> None:
     """Run a job: chunk, map, reduce, write DIR/results.jsonl and DIR/summary.json.
 
-    SPEC is an optional YAML job spec (see `mapreduce-llm schema`); flags and --set override its fields.
+    SPEC is an optional YAML job spec (see `mapreduce-llm schema`); flags and --set override its fields. The
+    input may hold OpenAI batch lines ({"custom_id", "method", "url", "body"}); --batch-output writes the results
+    back in that format.
     """
     from mapreduce_llm.documents import count_inputs
     from mapreduce_llm.observers import ProgressLogObserver, ProgressObserver
@@ -40,12 +50,13 @@ def run(ctx: click.Context, spec_file: Path | None, progress: bool | None) -> No
     display = ProgressObserver(total) if on_terminal else ProgressLogObserver(total)
     with display:
         summary = Library.of(ctx).run_job(spec, display.on_result, observer=display)
-    for line in summary_lines(summary, spec.output):
+    for line in summary_lines(summary, spec.output, batch=spec.output_format == "batch"):
         click.echo(line)
 
 
-def summary_lines(summary: JobSummary, output: Path) -> Iterator[str]:
-    """What ``run`` prints at the end: counts, errors by code, where the results are, and the drift if scored."""
+def summary_lines(summary: JobSummary, output: Path, *, batch: bool = False) -> Iterator[str]:
+    """What ``run`` prints at the end: counts, errors by code, where the results are (``batch``: the batch files
+    too), and the drift if scored."""
     from mapreduce_llm.monitoring.drift import score_lines
 
     yield (
@@ -56,6 +67,8 @@ def summary_lines(summary: JobSummary, output: Path) -> Iterator[str]:
     for code, count in sorted(summary.errors_by_code.items()):
         yield f"  {count} × {code}"
     yield f"results: {output / 'results.jsonl'}"
+    if batch:
+        yield f"batch output: {output / 'batch_output.jsonl'}, errors: {output / 'batch_errors.jsonl'}"
     yield f"summary: {output / 'summary.json'}"
     yield from score_lines(summary.drift or {})
 

@@ -1,59 +1,61 @@
-"""The OpenAI Batch API's shapes, and the conversion of batch lines to documents and of results to batch lines.
+"""The OpenAI Batch API's objects as the service shows them: files, batches, their errors and counts.
 
-An input line is ``{"custom_id", "method": "POST", "url": "/v1/mapreduce", "body"}``; its ``body`` is one
-document — ``prompt`` (``TASK[@VERSION|@LABEL]``), ``text``, optional ``question`` and ``metadata`` (more fields
-for the document, e.g. extract's ``field``; carried to the result) — plus the per-request settings of
-:data:`BODY_SETTINGS`. A line that is not such a line is rejected on its own, with OpenAI's error shape
-(:class:`BatchError`: ``code``, ``line``, ``message``, ``param``); the other lines run.
-
-An output line is ``{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error"}``: ``body`` is
-the document's result record (one line of a job's ``results.jsonl``). A document that failed goes to the error
-file with ``response.status_code`` 400 (its input) or 500 (the engine), its result record as ``body`` and
-``error: {code, message}``; a line that never ran (rejected, cancelled, expired, its job failed) has ``response:
-null`` and ``error`` only.
+The line shapes (input lines, output and error lines) and their conversions to documents and from results are
+shared with ``mapreduce-llm run``: they live in :mod:`mapreduce_llm.batch_format` and are importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from mapreduce_llm.errors import DocumentError
-from mapreduce_llm.input_files import open_regular
-from mapreduce_llm.jsonl import parse_object, split_lines, utf8_blocks
-from mapreduce_llm.results import DocumentResult
+from mapreduce_llm.batch_format import (
+    BODY_SETTINGS,
+    ENDPOINT,
+    RUNNING_ERRORS,
+    ApiModel,
+    BatchError,
+    InputLine,
+    MapReduceBody,
+    OutputLine,
+    Rejected,
+    ValidLine,
+    check_line,
+    dumps,
+    failed_line,
+    output_line,
+    read_input_file,
+    request_id,
+)
 
-ENDPOINT: Final = "/v1/mapreduce"
-"""The service's document endpoint: the ``url`` of every input line and the ``endpoint`` of every batch."""
-
-BODY_SETTINGS: Final[dict[str, str]] = {
-    "temperature": "sampling.temperature",
-    "top_p": "sampling.top_p",
-    "repetition_penalty": "sampling.repetition_penalty",
-    "max_tokens": "sampling.reserved_output_tokens",
-    "max_chunk_tokens": "chunking.max_chunk_tokens",
-    "retrieval": "retrieval.mode",
-    "top_k": "retrieval.top_k",
-}
-"""Per-request settings a line's body may hold, and the job spec field each sets. Lines with the same prompt
-and settings run in one job."""
-
-RUNNING_ERRORS: Final = frozenset({"engine_request", "empty_output", "internal_error"})
-"""Document error codes that are the engine's fault (HTTP 500 in the error file); the others are the input's (400)."""
+__all__ = [
+    "BODY_SETTINGS",
+    "ENDPOINT",
+    "RUNNING_ERRORS",
+    "ApiModel",
+    "Batch",
+    "BatchCreate",
+    "BatchError",
+    "BatchErrors",
+    "ExpiresAfter",
+    "FileObject",
+    "InputLine",
+    "MapReduceBody",
+    "OutputLine",
+    "Rejected",
+    "RequestCounts",
+    "Status",
+    "ValidLine",
+    "check_line",
+    "dumps",
+    "failed_line",
+    "output_line",
+    "read_input_file",
+    "request_id",
+]
 
 Status = Literal["validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"]
-
-
-class ApiModel(BaseModel):
-    """A shape of the API: unknown fields are kept out of responses and allowed in nothing we read."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class FileObject(ApiModel):
@@ -68,15 +70,6 @@ class FileObject(ApiModel):
     status: Literal["uploaded", "processed", "error"] = "processed"
     expires_at: int | None = None
     status_details: str | None = None
-
-
-class BatchError(ApiModel):
-    """One problem of a batch: a rejected input line (``line`` from 1) or what stopped its job."""
-
-    code: str
-    line: int | None = None
-    message: str
-    param: str | None = None
 
 
 class BatchErrors(ApiModel):
@@ -128,158 +121,3 @@ class BatchCreate(ApiModel):
     completion_window: str = "24h"
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
     output_expires_after: ExpiresAfter | None = None
-
-
-class MapReduceBody(ApiModel):
-    """The body of one input line: one document and the settings of its job."""
-
-    prompt: str = Field(min_length=1)
-    text: str
-    question: str | None = None
-    metadata: dict[str, Any] | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    max_tokens: int | None = None
-    max_chunk_tokens: int | None = None
-    retrieval: Literal["all", "top_k"] | None = None
-    top_k: int | None = None
-
-    def settings(self) -> dict[str, Any]:
-        """The job spec fields this line sets (dotted paths)."""
-        return {path: getattr(self, key) for key, path in BODY_SETTINGS.items() if getattr(self, key) is not None}
-
-    def document(self, custom_id: str) -> dict[str, Any]:
-        """The job's JSONL line for this document (id = custom_id; metadata fields beside text)."""
-        line: dict[str, Any] = {**(self.metadata or {}), "id": custom_id, "text": self.text}
-        if self.question is not None:
-            line["question"] = self.question
-        return line
-
-
-class InputLine(ApiModel):
-    """One line of a batch input file."""
-
-    custom_id: str = Field(min_length=1, max_length=512)
-    method: Literal["POST"]
-    url: str
-    body: MapReduceBody
-
-
-@dataclass(frozen=True, slots=True)
-class ValidLine:
-    """A line that passed the checks: its number (from 1) and content."""
-
-    number: int
-    line: InputLine
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """A line that did not: why, and its custom_id when it had a readable one."""
-
-    error: BatchError
-    custom_id: str | None = None
-
-
-def read_input_file(path: Path, max_line_bytes: int, endpoint: str = ENDPOINT) -> Iterator[ValidLine | Rejected]:
-    """Every non-blank line of a batch input file, in order: a :class:`ValidLine`, or a :class:`Rejected` with
-    the :class:`BatchError` rejecting it. Lines over ``max_line_bytes`` are never held whole (the job reader's
-    bounded splitter)."""
-    seen: set[str] = set()
-    with open_regular(path) as fh:
-        encoding, blocks = utf8_blocks(fh)
-        for raw in split_lines(blocks, max_line_bytes):
-            if raw.blank:
-                continue
-            where = f"line {raw.number}"
-            if raw.data is None:
-                message = (
-                    f"{where} is {raw.size:,} bytes, over the limit of {max_line_bytes:,} (the job's "
-                    "limits.max_document_bytes); split the document or raise the limit"
-                )
-                yield Rejected(BatchError(code="too_large", line=raw.number, message=message))
-                continue
-            try:
-                fields = parse_object(raw.data, where, encoding)
-            except DocumentError as err:
-                yield Rejected(BatchError(code=err.code, line=raw.number, message=str(err)))
-                continue
-            checked = _check_line(fields, raw.number, endpoint, seen)
-            if isinstance(checked, InputLine):
-                seen.add(checked.custom_id)
-                yield ValidLine(raw.number, checked)
-            else:
-                custom_id = fields.get("custom_id")
-                yield Rejected(checked, custom_id if isinstance(custom_id, str) else None)
-
-
-def _check_line(fields: dict[str, Any], number: int, endpoint: str, seen: set[str]) -> InputLine | BatchError:
-    url = fields.get("url")
-    if isinstance(url, str) and url != endpoint:
-        return BatchError(
-            code="invalid_url",
-            line=number,
-            param="url",
-            message=f"line {number}: url {url!r} is not this batch's endpoint {endpoint!r}; every line of a "
-            "batch goes to its endpoint",
-        )
-    try:
-        line = InputLine.model_validate(fields)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(part) for part in err["loc"]) or None
-        code = {"custom_id": "invalid_custom_id", "method": "invalid_method", "url": "invalid_url"}.get(
-            str(err["loc"][0]) if err["loc"] else "", "invalid_request"
-        )
-        if err["type"] == "missing" and param == "custom_id":
-            code = "missing_custom_id"
-        allowed = ", ".join(["prompt", "text", "question", "metadata", *BODY_SETTINGS])
-        hint = f"; a body holds {allowed}" if param and param.startswith("body.") else ""
-        return BatchError(code=code, line=number, param=param, message=f"line {number}: {param}: {err['msg']}{hint}")
-    if line.custom_id in seen:
-        return BatchError(
-            code="duplicate_custom_id",
-            line=number,
-            param="custom_id",
-            message=f"line {number}: custom_id {line.custom_id!r} is used by an earlier line; custom_ids must be "
-            "unique in a file (the first line with it runs)",
-        )
-    reserved = sorted({"id", "text", "question"} & set(line.body.metadata or {}))
-    if reserved:
-        return BatchError(
-            code="invalid_request",
-            line=number,
-            param=f"body.metadata.{reserved[0]}",
-            message=f"line {number}: metadata may not hold {', '.join(reserved)}; they are fields of the body",
-        )
-    return line
-
-
-def request_id(batch_id: str, custom_id: str) -> str:
-    """A stable id for one line's request (the same when the output is written again after a restart)."""
-    return "req_" + hashlib.sha256(f"{batch_id}\0{custom_id}".encode()).hexdigest()[:24]
-
-
-def output_line(batch_id: str, custom_id: str, result: DocumentResult) -> tuple[bool, dict[str, Any]]:
-    """(ok, line) for a document's result: an output-file line when ok, else an error-file line."""
-    rid = request_id(batch_id, custom_id)
-    body = result.model_dump(mode="json")
-    error = None
-    status_code = 200
-    if result.error is not None:
-        status_code = 500 if result.error.code in RUNNING_ERRORS else 400
-        error = {"code": result.error.code, "message": result.error.message}
-    response = {"status_code": status_code, "request_id": rid, "body": body}
-    return error is None, {"id": "batch_" + rid, "custom_id": custom_id, "response": response, "error": error}
-
-
-def failed_line(batch_id: str, custom_id: str | None, code: str, message: str) -> dict[str, Any]:
-    """An error-file line for a request that never ran (rejected line, cancelled, expired, failed job)."""
-    rid = request_id(batch_id, custom_id or message)
-    return {"id": "batch_" + rid, "custom_id": custom_id, "response": None, "error": {"code": code, "message": message}}
-
-
-def dumps(line: dict[str, Any]) -> str:
-    """One JSONL line (no NaN: JSON has none)."""
-    return json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n"
