@@ -375,3 +375,13 @@ def test_service_spec_is_a_valid_job_spec_for_the_cluster(tmp_path: Path) -> Non
     for pod in [_head(), *(g["template"] for g in cluster["spec"]["workerGroupSpecs"])]:
         assert _mount_for(pod, model)
     assert spec.monitoring.metrics_port in (None, 0)
+
+
+def test_service_metrics_are_served_where_prometheus_is_admitted() -> None:
+    """serve's /metrics listens beyond loopback on a declared container port the NetworkPolicy opens to Prometheus."""
+    options = _serve_options()
+    port = int(options["metrics_port"])
+    assert options["metrics_host"] == "0.0.0.0"
+    assert port in {p["containerPort"] for p in _service_container()["ports"]}
+    assert _admitted(_service_pod(), port, {}, namespace="monitoring")
+    assert not _admitted(_service_pod(), port, {"mapreduce-llm/client": "true"}, namespace="team-a")
