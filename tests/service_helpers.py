@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mapreduce_llm.service.batches import Batches, ServiceLimits
+from mapreduce_llm.service.batches import Batches
 from mapreduce_llm.service.formats import BatchCreate, FileObject
+from mapreduce_llm.service.limits import ServiceLimits
 from mapreduce_llm.service.specs import SpecTemplate
 from mapreduce_llm.service.store import Store
 from tests.conftest import PROMPTS

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mapreduce_llm.service.app import create_app
-from mapreduce_llm.service.batches import ServiceLimits
+from mapreduce_llm.service.limits import ServiceLimits
 from tests.service_helpers import Service, line, make_service
 
 TOKEN = "test-token-0123456789abcdef"

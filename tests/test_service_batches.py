@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mapreduce_llm.service.batches import ApiError, Batches, ServiceLimits
+from mapreduce_llm.service.batches import Batches
 from mapreduce_llm.service.formats import BatchCreate
+from mapreduce_llm.service.limits import ApiError, ServiceLimits
 from tests.service_helpers import Service, line, make_service
 
 

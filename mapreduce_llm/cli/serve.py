@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mapreduce_llm.service.batches import ServiceLimits, parse_duration
+from mapreduce_llm.service.limits import ServiceLimits, parse_duration
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str) -> int:

@@ -28,8 +28,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mapreduce_llm.jsonl import count_lines
 from mapreduce_llm.service.auth import authorized
-from mapreduce_llm.service.batches import ApiError, Batches
+from mapreduce_llm.service.batches import Batches
 from mapreduce_llm.service.formats import Batch, BatchCreate, FileObject
+from mapreduce_llm.service.limits import ApiError
 
 log = structlog.get_logger("mapreduce_llm.service")
 

@@ -17,21 +17,18 @@ it directly with a fake job runner and a fake clock.
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import structlog
 
-from mapreduce_llm.errors import MapReduceError
 from mapreduce_llm.service import formats
+from mapreduce_llm.service.batch_files import split_input, write_output_files
 from mapreduce_llm.service.formats import Batch, BatchCreate, BatchError, BatchErrors, FileObject, RequestCounts
-from mapreduce_llm.service.jobs import ACTIVE, FinishedResults, JobRunner, JobState, ProgressReader
+from mapreduce_llm.service.jobs import ACTIVE, JobRunner, JobState, ProgressReader
+from mapreduce_llm.service.limits import ApiError, ServiceLimits, parse_duration
 from mapreduce_llm.service.specs import SpecTemplate
 from mapreduce_llm.service.store import BatchRecord, IdempotencyEntry, Part, Store
 
@@ -40,43 +37,6 @@ log = structlog.get_logger("mapreduce_llm.service")
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 MAX_ERRORS_SHOWN = 1000
 """Rejected lines listed in a batch's ``errors`` (all of them are in its error file)."""
-_WINDOW = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-class ApiError(MapReduceError):
-    """A request the service refuses: HTTP status, OpenAI error type and code, and a message saying what to do."""
-
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.param = param
-
-
-def parse_duration(text: str) -> int:
-    """Seconds in ``24h``, ``30m``, ``7d``, ``90s`` (ValueError otherwise)."""
-    match = _WINDOW.match(text.strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ValueError(f"expected a duration such as 24h, 30m or 7d, got {text!r}")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """What the service accepts and keeps."""
-
-    max_upload_bytes: int = 200_000_000
-    """Largest input file (OpenAI's limit)."""
-    max_lines: int = 50_000
-    """Most requests in one input file (OpenAI's limit)."""
-    retention_s: int = 30 * 86400
-    """Files (uploaded and output) and finished batches are deleted this long after they were created/ended."""
-    max_completion_window_s: int = 7 * 86400
-    stop_timeout_s: float = 120.0
-    """How long a cancelled or expired batch waits for its job to stop before its files are written anyway."""
-    max_submissions: int = 3
-    """Submissions of one job at most (a job the cluster lost is sent again and resumes)."""
 
 
 class Batches:
@@ -241,58 +201,14 @@ class Batches:
     def _validate(self, record: BatchRecord) -> None:
         """Check every line, write each job's documents; then ``in_progress`` (or ``failed``: nothing can run)."""
         batch = record.batch
-        folder = self.store.batch_dir(batch.id)
-        errors: list[BatchError] = []
-        groups: dict[tuple[str, str], Part] = {}
-        sinks: dict[int, Any] = {}
-        total = 0
-        try:
-            path = self.store.content_path(batch.input_file_id)
-            with (folder / "rejected.jsonl").open("w", encoding="utf-8") as rejected_fh:
-                for item in formats.read_input_file(path, self.template.max_document_bytes, batch.endpoint):
-                    total += 1
-                    if isinstance(item, formats.Rejected):
-                        errors.append(item.error)
-                        rejected_fh.write(formats.dumps(_rejected_line(batch.id, item)))
-                        continue
-                    body = item.line.body
-                    settings = body.settings()
-                    problem = self.template.problem(body.prompt, settings)
-                    if problem is not None:
-                        error = BatchError(
-                            code="invalid_request", line=item.number, param="body", message=f"line {item.number}: "
-                            f"{problem}",
-                        )  # fmt: skip
-                        errors.append(error)
-                        rejected = formats.Rejected(error, item.line.custom_id)
-                        rejected_fh.write(formats.dumps(_rejected_line(batch.id, rejected)))
-                        continue
-                    key = (body.prompt, repr(sorted(settings.items())))
-                    part = groups.get(key)
-                    if part is None:
-                        part = groups[key] = Part(index=len(groups), prompt=body.prompt, settings=settings)
-                        part_dir = self.store.part_dir(batch.id, part.index)
-                        part_dir.mkdir(parents=True, exist_ok=True)
-                        sinks[part.index] = (
-                            (part_dir / "input.jsonl").open("w", encoding="utf-8"),
-                            (part_dir / "ids.jsonl").open("w", encoding="utf-8"),
-                        )
-                    documents, ids = sinks[part.index]
-                    documents.write(formats.dumps(body.document(item.line.custom_id)))
-                    ids.write(formats.dumps({"custom_id": item.line.custom_id}))
-                    part.lines += 1
-        except OSError as exc:
-            errors.append(BatchError(code="unreadable_file", message=f"the input file could not be read: {exc}"))
-        finally:
-            for documents, ids in sinks.values():
-                documents.close()
-                ids.close()
+        split = split_input(self.store, self.template, batch)
+        total, errors, groups = split.total, split.errors, split.parts
         with self.lock:
             current = self.store.get_batch(batch.id)
             if current is None:
                 return
             record, batch = current, current.batch  # cancel may have changed it meanwhile
-            record.parts = list(groups.values())
+            record.parts = groups
             record.rejected = sum(1 for e in errors if e.line is not None)
             batch.request_counts = RequestCounts(total=total, failed=record.rejected)
             if errors:
@@ -410,32 +326,7 @@ class Batches:
     def _finalize(self, record: BatchRecord) -> None:
         """Write the output and error files (every input line gets exactly one line) and end the batch."""
         batch = record.batch
-        folder = self.store.batch_dir(batch.id)
-        why = {
-            "cancelled": ("batch_cancelled", "the batch was cancelled before this request ran"),
-            "expired": ("batch_expired", "the batch expired before this request ran"),
-        }.get(record.ending or "", ("job_failed", "the job running this request failed before it finished"))
-        completed = 0
-        out_path, err_path = folder / "output.jsonl", folder / "errors.jsonl"
-        with out_path.open("w", encoding="utf-8") as out, err_path.open("w", encoding="utf-8") as err:
-            rejected = folder / "rejected.jsonl"
-            if rejected.is_file():
-                with rejected.open(encoding="utf-8") as fh:
-                    for line in fh:
-                        err.write(line)
-            for part in record.parts:
-                part_dir = self.store.part_dir(batch.id, part.index)
-                results = FinishedResults(part_dir / "out")
-                with (part_dir / "ids.jsonl").open(encoding="utf-8") as ids:
-                    for raw in ids:
-                        custom_id = str(json.loads(raw)["custom_id"])
-                        result = results.get(custom_id)
-                        if result is None:
-                            err.write(formats.dumps(formats.failed_line(batch.id, custom_id, *why)))
-                            continue
-                        ok, written = formats.output_line(batch.id, custom_id, result)
-                        completed += ok
-                        (out if ok else err).write(formats.dumps(written))
+        out_path, err_path, completed = write_output_files(self.store, batch.id, record.parts, record.ending)
         batch.output_file_id = self._publish(record, out_path, "output")
         batch.error_file_id = self._publish(record, err_path, "errors")
         total = batch.request_counts.total
@@ -497,7 +388,3 @@ class Batches:
                     gone.add(record.batch.id)
             if gone:
                 self.store.forget_keys_of(gone)
-
-
-def _rejected_line(batch_id: str, rejected: formats.Rejected) -> dict[str, Any]:
-    return formats.failed_line(batch_id, rejected.custom_id, rejected.error.code, rejected.error.message)

@@ -12,7 +12,8 @@ from typing import Any
 
 import structlog
 
-from mapreduce_llm.service.batches import Batches, ServiceLimits
+from mapreduce_llm.service.batches import Batches
+from mapreduce_llm.service.limits import ServiceLimits
 from mapreduce_llm.service.specs import SpecTemplate
 from mapreduce_llm.service.store import Store
 from mapreduce_llm.service.webhooks import WebhookPolicy, open_webhooks
