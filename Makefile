@@ -60,7 +60,7 @@ integration: setup
 	$(PY) -m pytest -q -m integration
 
 test: lint typecheck
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 bench: setup
 	$(PY) benchmarks/chunking_throughput.py
