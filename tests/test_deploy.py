@@ -1,5 +1,7 @@
-"""deploy/: every manifest parses and has what the KubeRay and Prometheus Operator CRDs require; the batch service
-(service.yaml) is wired to its Secrets, the RayCluster's head, the shared state volume and the NetworkPolicies."""
+"""deploy/: every manifest validates against the Kubernetes schemas (core kinds, and the pod templates inside the
+KubeRay resources) and has what the KubeRay and Prometheus Operator CRDs require; the batch service (service.yaml)
+is wired to its Secrets, the RayCluster's head, the shared state volume and the NetworkPolicies. The operator's
+token, pod security and egress: test_deploy_security.py."""
 
 from __future__ import annotations
 
@@ -14,22 +16,18 @@ import yaml
 
 from mapreduce_llm.config import JobSpec
 from tests.conftest import ROOT
-
-DEPLOY = ROOT / "deploy"
-MANIFESTS = sorted(DEPLOY.glob("*.yaml"))
-
-
-def _documents() -> list[tuple[Path, dict[str, Any]]]:
-    return [(path, doc) for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-def _of_kind(kind: str) -> list[dict[str, Any]]:
-    return [doc for _, doc in _documents() if doc["kind"] == kind]
-
-
-def _named(kind: str, name: str) -> dict[str, Any]:
-    (found,) = [doc for doc in _of_kind(kind) if doc["metadata"]["name"] == name]
-    return found
+from tests.deploy_manifests import (
+    DEPLOY,
+    MANIFESTS,
+    admitted,
+    container_ports,
+    documents,
+    head_pod,
+    mount_for,
+    named,
+    of_kind,
+    selects,
+)
 
 
 def _pinned_ray() -> str:
@@ -52,9 +50,44 @@ def test_every_manifest_is_a_kubernetes_object(path: Path) -> None:
         assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"], path.name
 
 
+KUBERNETES = "1.30.0"
+"""The Kubernetes version whose API schemas the manifests are validated against (kubernetes-validate ships them)."""
+CUSTOM_KINDS = {"RayCluster", "RayJob", "PodMonitor"}
+"""Kinds of KubeRay and the Prometheus Operator: kubernetes-validate has no schema for them and no PyPI package ships
+their CRD schemas, so their own fields are checked by the tests below, their pod templates by the schemas."""
+
+
+def _pod_templates(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The core pod templates inside a custom resource: a RayCluster's head and worker groups (also inside a
+    RayJob's rayClusterSpec), a RayJob's submitter."""
+    spec = doc["spec"]
+    cluster = spec if doc["kind"] == "RayCluster" else spec.get("rayClusterSpec")
+    found = [spec["submitterPodTemplate"]] if "submitterPodTemplate" in spec else []
+    if cluster:
+        found += [cluster["headGroupSpec"]["template"], *(g["template"] for g in cluster.get("workerGroupSpecs", []))]
+    return found
+
+
+@pytest.mark.parametrize("doc", [doc for _, doc in documents()], ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_every_manifest_validates_against_the_kubernetes_schemas(doc: dict[str, Any]) -> None:
+    """Core kinds validate strictly (unknown fields fail) against Kubernetes 1.30's schemas, offline; a KubeRay or
+    Prometheus Operator resource has no schema there, but the pod templates inside it validate as core PodTemplates."""
+    from kubernetes_validate import utils
+
+    if doc["kind"] not in CUSTOM_KINDS:
+        assert utils.validate(doc, KUBERNETES, strict=True)
+        return
+    with pytest.raises(utils.SchemaNotFoundError):  # if a schema ever ships, validate the whole resource instead
+        utils.validate(doc, KUBERNETES, strict=True)
+    for template in _pod_templates(doc):
+        wrapped = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+        assert utils.validate(wrapped, KUBERNETES, strict=True)
+    assert _pod_templates(doc) or doc["kind"] == "PodMonitor"
+
+
 def test_raycluster_has_a_head_and_a_gpu_worker_group_with_token_auth() -> None:
     """RayCluster: rayVersion as pinned, head and worker templates with containers, GPUs, auth from the Secret."""
-    (cluster,) = _of_kind("RayCluster")
+    (cluster,) = of_kind("RayCluster")
     assert cluster["apiVersion"] == "ray.io/v1"
     spec = cluster["spec"]
     assert spec["rayVersion"] == _pinned_ray()
@@ -80,22 +113,22 @@ def test_raycluster_has_a_head_and_a_gpu_worker_group_with_token_auth() -> None:
 def test_rayjob_runs_the_cli_on_the_cluster_with_the_token() -> None:
     """RayJob: an entrypoint that runs the spec with no settings of its own, a cluster to run on, and a
     submitter that sends the token."""
-    (job,) = _of_kind("RayJob")
+    (job,) = of_kind("RayJob")
     spec = job["spec"]
     assert shlex.split(spec["entrypoint"]) == ["mapreduce-llm", "run", "job.yaml", "--no-progress"]
     assert spec.get("clusterSelector") or spec.get("rayClusterSpec")
     assert yaml.safe_load(spec["runtimeEnvYAML"])["working_dir"]
     (submitter,) = spec["submitterPodTemplate"]["spec"]["containers"]
     _assert_token_auth(submitter)
-    config = _named("ConfigMap", "mapreduce-llm-job")
+    config = named("ConfigMap", "mapreduce-llm-job")
     assert yaml.safe_load(config["data"]["job.yaml"])["engine"]["num_gpus_per_replica"] == 1
 
 
 def test_podmonitor_scrapes_a_port_the_pods_declare() -> None:
     """PodMonitor: its selector matches the Ray pods and its endpoints name declared container ports."""
-    (monitor,) = _of_kind("PodMonitor")
+    (monitor,) = of_kind("PodMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    (cluster,) = _of_kind("RayCluster")
+    (cluster,) = of_kind("RayCluster")
     head = cluster["spec"]["headGroupSpec"]["template"]
     assert monitor["spec"]["selector"]["matchLabels"].items() <= head["metadata"]["labels"].items()
     declared = {p["name"] for p in head["spec"]["containers"][0]["ports"]}
@@ -111,16 +144,16 @@ def test_container_build_uses_the_pinned_ray() -> None:
 def test_the_rayjobs_spec_carries_its_monitoring() -> None:
     """The ConfigMap's job spec is valid and serves /metrics beyond loopback on the port the head declares as
     job-metrics (which the PodMonitor scrapes and the NetworkPolicy opens), and pushes its final figures."""
-    config = _named("ConfigMap", "mapreduce-llm-job")
+    config = named("ConfigMap", "mapreduce-llm-job")
     monitoring = JobSpec.model_validate(yaml.safe_load(config["data"]["job.yaml"])).monitoring
-    (cluster,) = _of_kind("RayCluster")
+    (cluster,) = of_kind("RayCluster")
     ports = {
         p["name"]: p["containerPort"]
         for p in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
     }
     assert monitoring.metrics_port == ports["job-metrics"] and monitoring.metrics_host == "0.0.0.0"
     assert monitoring.pushgateway and monitoring.pushgateway.startswith("http://")
-    policy = _named("NetworkPolicy", "mapreduce-llm")
+    policy = named("NetworkPolicy", "mapreduce-llm")
     opened = {p["port"] for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
     assert monitoring.metrics_port in opened
 
@@ -131,7 +164,7 @@ SERVICE = "mapreduce-llm-service"
 
 
 def _service_pod() -> dict[str, Any]:
-    return _named("Deployment", SERVICE)["spec"]["template"]
+    return named("Deployment", SERVICE)["spec"]["template"]
 
 
 def _service_container() -> dict[str, Any]:
@@ -152,92 +185,18 @@ def _serve_options() -> dict[str, Any]:
     return options
 
 
-def _head() -> dict[str, Any]:
-    (cluster,) = _of_kind("RayCluster")
-    return cluster["spec"]["headGroupSpec"]["template"]
-
-
-def _ports(pod: dict[str, Any]) -> dict[str, int]:
-    return {p["name"]: p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
-
-
-def _mount_for(pod: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The (volumeMount, volume) of the pod's first container that holds ``path``."""
-    container = pod["spec"]["containers"][0]
-    (mount,) = [m for m in container["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")]
-    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
-    return mount, volume
-
-
-def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    """A Kubernetes label selector: matchLabels and matchExpressions; ``{}`` selects everything."""
-    if not selector.get("matchLabels", {}).items() <= labels.items():
-        return False
-    for expr in selector.get("matchExpressions", []):
-        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
-        ok = {
-            "In": key in labels and labels[key] in values,
-            "NotIn": labels.get(key) not in values,
-            "Exists": key in labels,
-            "DoesNotExist": key not in labels,
-        }[op]
-        if not ok:
-            return False
-    return True
-
-
-APP_NS = "apps"  # the namespace the manifests are applied to (they name none)
-
-
-def _admitted(target: dict[str, Any], port: int, labels: dict[str, str], namespace: str = APP_NS,
-              namespace_labels: dict[str, str] | None = None,
-              policies: list[dict[str, Any]] | None = None) -> bool:  # fmt: skip
-    """Whether the NetworkPolicies of deploy/ (or ``policies``) let a pod (``labels`` in ``namespace``) reach
-    ``target``'s port: the union of the Ingress rules of every policy selecting the target; a pod no policy
-    selects is open."""
-    ns_labels = {"kubernetes.io/metadata.name": namespace, **(namespace_labels or {})}
-    target_labels, target_ports = target["metadata"]["labels"], _ports(target)
-    policies = [
-        p["spec"]
-        for p in (_of_kind("NetworkPolicy") if policies is None else policies)
-        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"]) and _selects(p["spec"]["podSelector"], target_labels)
-    ]
-    if not policies:
-        return True
-
-    def peer_matches(peer: dict[str, Any]) -> bool:
-        if "ipBlock" in peer:
-            return False
-        in_ns = _selects(peer["namespaceSelector"], ns_labels) if "namespaceSelector" in peer else namespace == APP_NS
-        return in_ns and _selects(peer.get("podSelector", {}), labels)
-
-    def port_matches(rule_port: dict[str, Any]) -> bool:
-        wanted = rule_port.get("port")
-        if wanted is None:
-            return True
-        number = target_ports.get(wanted) if isinstance(wanted, str) else wanted
-        return number is not None and number <= port <= rule_port.get("endPort", number)
-
-    return any(
-        ("from" not in rule or any(peer_matches(peer) for peer in rule["from"]))
-        and ("ports" not in rule or any(port_matches(p) for p in rule["ports"]))
-        for policy in policies
-        for rule in policy.get("ingress", [])
-    )
-
-
 def test_service_objects_are_wired_together() -> None:
     """Selectors match the service pod, its mounts name existing volumes/claims/ConfigMaps, its image is the head's."""
-    deployment = _named("Deployment", SERVICE)
+    deployment = named("Deployment", SERVICE)
     assert deployment["apiVersion"] == "apps/v1"
     pod = _service_pod()
-    assert _selects(deployment["spec"]["selector"], pod["metadata"]["labels"])
+    assert selects(deployment["spec"]["selector"], pod["metadata"]["labels"])
     container = _service_container()
-    assert container["image"] == _head()["spec"]["containers"][0]["image"]
+    assert container["image"] == head_pod()["spec"]["containers"][0]["image"]
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert {m["name"] for m in container["volumeMounts"]} <= volumes.keys()
-    claims = {c["metadata"]["name"]: c for c in _of_kind("PersistentVolumeClaim")}
-    config_maps = {c["metadata"]["name"] for c in _of_kind("ConfigMap")}
+    claims = {c["metadata"]["name"]: c for c in of_kind("PersistentVolumeClaim")}
+    config_maps = {c["metadata"]["name"] for c in of_kind("ConfigMap")}
     for volume in volumes.values():
         if "persistentVolumeClaim" in volume:
             assert volume["persistentVolumeClaim"]["claimName"] in claims
@@ -245,9 +204,9 @@ def test_service_objects_are_wired_together() -> None:
             assert volume["configMap"]["name"] in config_maps
     for claim in claims.values():
         assert claim["apiVersion"] == "v1" and claim["spec"]["resources"]["requests"]["storage"]
-    service = _named("Service", SERVICE)
+    service = named("Service", SERVICE)
     assert service["apiVersion"] == "v1" and service["spec"].get("type", "ClusterIP") == "ClusterIP"
-    assert _selects({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"])
+    assert selects({"matchLabels": service["spec"]["selector"]}, pod["metadata"]["labels"])
 
 
 def test_service_listens_where_its_service_and_probes_point() -> None:
@@ -255,8 +214,8 @@ def test_service_listens_where_its_service_and_probes_point() -> None:
     options = _serve_options()
     assert options["host"] == "0.0.0.0"
     port = int(options["port"])
-    ports = _ports(_service_pod())
-    (service_port,) = _named("Service", SERVICE)["spec"]["ports"]
+    ports = container_ports(_service_pod())
+    (service_port,) = named("Service", SERVICE)["spec"]["ports"]
     target = service_port["targetPort"]
     assert (ports[target] if isinstance(target, str) else target) == port == service_port["port"] == 8090
     container = _service_container()
@@ -270,7 +229,7 @@ def test_service_reads_its_tokens_from_the_secrets() -> None:
     """--token-file is key `token` of Secret mapreduce-llm-service-token (as README makes it); Ray's from its Secret."""
     options = _serve_options()
     token_file = options["token_file"]
-    mount, volume = _mount_for(_service_pod(), token_file)
+    mount, volume = mount_for(_service_pod(), token_file)
     secret = volume["secret"]
     assert secret["secretName"] == "mapreduce-llm-service-token"
     relative = token_file.removeprefix(mount["mountPath"] + "/")
@@ -288,60 +247,62 @@ def test_service_submits_to_the_head_dashboard_of_the_raycluster() -> None:
     """--ray-address is KubeRay's `<RayCluster name>-head-svc` on the head's dashboard port (the Jobs API)."""
     from urllib.parse import urlsplit
 
-    (cluster,) = _of_kind("RayCluster")
+    (cluster,) = of_kind("RayCluster")
     url = urlsplit(_serve_options()["ray_address"])
     assert url.scheme == "http"
     assert url.hostname and url.hostname.split(".")[0] == f"{cluster['metadata']['name']}-head-svc"
-    assert url.port == _ports(_head())["dashboard"] == 8265
+    assert url.port == container_ports(head_pod())["dashboard"] == 8265
 
 
-def test_state_is_one_claim_at_one_path_in_the_service_and_on_the_head() -> None:
+def test_state_is_one_claim_at_one_path_in_the_service_and_on_thehead_pod() -> None:
     """--state is one ReadWriteMany claim, mounted writable at that same path in the service and on the Ray head."""
     state = _serve_options()["state"]
     assert state.startswith("/")
-    mount, volume = _mount_for(_service_pod(), state)
-    head_mount, head_volume = _mount_for(_head(), state)
+    mount, volume = mount_for(_service_pod(), state)
+    head_mount, head_volume = mount_for(head_pod(), state)
     assert mount["mountPath"] == head_mount["mountPath"] == state
     assert not mount.get("readOnly") and not head_mount.get("readOnly")
     claim = volume["persistentVolumeClaim"]["claimName"]
     assert head_volume["persistentVolumeClaim"]["claimName"] == claim
-    assert "ReadWriteMany" in _named("PersistentVolumeClaim", claim)["spec"]["accessModes"]
+    assert "ReadWriteMany" in named("PersistentVolumeClaim", claim)["spec"]["accessModes"]
 
 
 def test_service_has_one_writer_of_its_state() -> None:
     """One replica, replaced with Recreate: two pods never write the (unlocked) state folder at once."""
-    spec = _named("Deployment", SERVICE)["spec"]
+    spec = named("Deployment", SERVICE)["spec"]
     assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
 
 
 def test_networkpolicies_admit_the_service_to_the_jobs_api_and_clients_to_the_service() -> None:
     """The service reaches the head's 8265 (even with the namespace rule narrowed); clients 8090; Prometheus 9109."""
-    pod, head = _service_pod(), _head()
+    pod, head = _service_pod(), head_pod()
     service_labels = pod["metadata"]["labels"]
-    assert _admitted(head, 8265, service_labels)
-    narrowed = copy.deepcopy(_of_kind("NetworkPolicy"))
+    assert admitted(head, 8265, service_labels)
+    narrowed = copy.deepcopy(of_kind("NetworkPolicy"))
     for policy in narrowed:
         policy["spec"]["ingress"] = [
-            r for r in policy["spec"]["ingress"] if {"podSelector": {}} not in r.get("from", [{"podSelector": {}}])
+            r
+            for r in policy["spec"].get("ingress", [])
+            if {"podSelector": {}} not in r.get("from", [{"podSelector": {}}])
         ]
-    assert _admitted(head, 8265, service_labels, policies=narrowed)
-    assert not _admitted(head, 6379, service_labels, policies=narrowed)
+    assert admitted(head, 8265, service_labels, policies=narrowed)
+    assert not admitted(head, 6379, service_labels, policies=narrowed)
     client = {"mapreduce-llm/client": "true"}
-    assert _admitted(pod, 8090, client)
-    assert _admitted(pod, 8090, client, namespace="team-a", namespace_labels=client)
-    assert _admitted(pod, 9109, {}, namespace="monitoring")
-    assert not _admitted(pod, 8090, {}, namespace="monitoring")
+    assert admitted(pod, 8090, client)
+    assert admitted(pod, 8090, client, namespace="team-a", namespace_labels=client)
+    assert admitted(pod, 9109, {}, namespace="monitoring")
+    assert not admitted(pod, 8090, {}, namespace="monitoring")
 
 
 def test_networkpolicies_keep_other_pods_off_the_service() -> None:
     """Unlabelled pods (Ray's too) and labelled pods of unlabelled namespaces do not reach the service."""
     pod = _service_pod()
     client = {"mapreduce-llm/client": "true"}
-    assert not _admitted(pod, 8090, {})
-    assert not _admitted(pod, 8090, _head()["metadata"]["labels"])
-    assert not _admitted(pod, 8090, client, namespace="team-b")
-    assert not _admitted(pod, 8090, {}, namespace="team-a", namespace_labels=client)
-    (policy,) = [p for p in _of_kind("NetworkPolicy") if _selects(p["spec"]["podSelector"], pod["metadata"]["labels"])]
+    assert not admitted(pod, 8090, {})
+    assert not admitted(pod, 8090, head_pod()["metadata"]["labels"])
+    assert not admitted(pod, 8090, client, namespace="team-b")
+    assert not admitted(pod, 8090, {}, namespace="team-a", namespace_labels=client)
+    (policy,) = [p for p in of_kind("NetworkPolicy") if selects(p["spec"]["podSelector"], pod["metadata"]["labels"])]
     assert policy["metadata"]["name"] == SERVICE
 
 
@@ -355,7 +316,7 @@ def test_service_pod_is_locked_down() -> None:
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"]["drop"] == ["ALL"] and not security["capabilities"].get("add")
     assert security["readOnlyRootFilesystem"] is True
-    _, tmp = _mount_for(_service_pod(), "/tmp")
+    _, tmp = mount_for(_service_pod(), "/tmp")
     assert "emptyDir" in tmp
     assert "resources" in _service_container() and _service_container()["resources"]["limits"]["memory"]
 
@@ -365,23 +326,23 @@ def test_service_spec_is_a_valid_job_spec_for_the_cluster(tmp_path: Path) -> Non
     from mapreduce_llm.service.specs import SpecTemplate
 
     spec_path = _serve_options()["spec_file"]
-    mount, volume = _mount_for(_service_pod(), spec_path)
-    config = _named("ConfigMap", volume["configMap"]["name"])
+    mount, volume = mount_for(_service_pod(), spec_path)
+    config = named("ConfigMap", volume["configMap"]["name"])
     local = tmp_path / "spec.yaml"
     local.write_text(config["data"][spec_path.removeprefix(mount["mountPath"] + "/")])
     spec = SpecTemplate(local).build(input=Path("/state/in.jsonl"), output=Path("/state/out"), prompt=None, job_id="j")
     model = str(spec.engine.model)
-    (cluster,) = _of_kind("RayCluster")
-    for pod in [_head(), *(g["template"] for g in cluster["spec"]["workerGroupSpecs"])]:
-        assert _mount_for(pod, model)
+    (cluster,) = of_kind("RayCluster")
+    for pod in [head_pod(), *(g["template"] for g in cluster["spec"]["workerGroupSpecs"])]:
+        assert mount_for(pod, model)
     assert spec.monitoring.metrics_port in (None, 0)
 
 
-def test_service_metrics_are_served_where_prometheus_is_admitted() -> None:
+def test_service_metrics_are_served_where_prometheus_isadmitted() -> None:
     """serve's /metrics listens beyond loopback on a declared container port the NetworkPolicy opens to Prometheus."""
     options = _serve_options()
     port = int(options["metrics_port"])
     assert options["metrics_host"] == "0.0.0.0"
     assert port in {p["containerPort"] for p in _service_container()["ports"]}
-    assert _admitted(_service_pod(), port, {}, namespace="monitoring")
-    assert not _admitted(_service_pod(), port, {"mapreduce-llm/client": "true"}, namespace="team-a")
+    assert admitted(_service_pod(), port, {}, namespace="monitoring")
+    assert not admitted(_service_pod(), port, {"mapreduce-llm/client": "true"}, namespace="team-a")
