@@ -7,7 +7,6 @@ context and chunks of at most ``MAX_CHUNK_TOKENS`` (a 135M model reads short chu
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import sys
@@ -58,18 +57,13 @@ def engine_config(eager: bool = True) -> VLLMEngineConfig:
 
 @contextmanager
 def started_engine(eager: bool = True) -> Iterator[Any]:
-    """A local Ray session with one started vLLM engine actor (``open_engine``, held on a loop of its own while
-    the jobs run, each in its own loop: a vLLM pool serves any loop)."""
-    from mapreduce_llm.engines import open_engine
+    """A local Ray session with one started vLLM engine actor, shared by the jobs run on it
+    (:func:`mapreduce_llm.runner.shared_engine`, as ``prompts compare`` shares one)."""
+    from mapreduce_llm.runner import shared_engine
 
-    loop = asyncio.new_event_loop()
-    opened = open_engine(engine_config(eager))
-    engine = loop.run_until_complete(opened.__aenter__())
-    try:
+    with shared_engine(engine_config(eager)) as engine:
+        assert engine is not None
         yield engine
-    finally:
-        loop.run_until_complete(opened.__aexit__(None, None, None))
-        loop.close()
 
 
 def run(

@@ -21,7 +21,8 @@ Records are lines of the job input JSONL format: ``id``, ``text``, ``question``,
 document does not contain it), ``position`` (the target relative position of the statement, null when
 absent), ``needle_start`` (its character offset in ``text``), ``split``; the other fields (``kind`` of
 fact, ``source`` file, ``source_start``/``source_end``: the haystack's character span in it) become the
-job's document metadata. Score outputs with :func:`is_correct`.
+job's document metadata. Score outputs with :func:`is_correct` (the package's
+:func:`mapreduce_llm.prompts.compare.is_correct`, which `mapreduce-llm prompts compare` scores with).
 
     python benchmarks/needles.py --split test --out out/needles-test.jsonl
 """
@@ -37,8 +38,12 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from mapreduce_llm.prompts.compare import is_correct
+
 if TYPE_CHECKING:
     from mapreduce_llm.tokenization import Tokenizer
+
+__all__ = ["FACTS", "FIELDS", "build_needle_set", "is_correct"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -363,18 +368,6 @@ def build_needle_set(split: str, tokenizer: Tokenizer | None = None) -> list[dic
         window = haystacks[i % len(haystacks)]
         records.append(record("nofact", k, facts[i], window, window.text, None, None))
     return records
-
-
-def is_correct(expected: str | None, output: str, not_found: str = "NOT FOUND") -> bool:
-    """Whether ``output`` answers right: contains ``expected`` (case-insensitive), or says not found when None.
-
-    "Says not found" is the job's own rule: empty, or starting with ``not_found`` (case-insensitive) once
-    surrounding whitespace, quotes and full stops are stripped.
-    """
-    if expected is None:
-        cleaned = output.strip().strip(".\"' ").upper()
-        return not cleaned or cleaned.startswith(not_found.upper())
-    return expected.lower() in output.lower()
 
 
 def main() -> None:

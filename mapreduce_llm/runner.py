@@ -1,15 +1,19 @@
-"""The library's entry points: ``run_job`` (what ``mapreduce-llm run`` calls) and ``plan_job`` (``plan``, no engine)."""
+"""The library's entry points: ``run_job`` (what ``mapreduce-llm run`` calls), ``plan_job`` (``plan``, no engine)
+and ``shared_engine`` (one engine for several jobs, e.g. ``prompts compare``)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from mapreduce_llm.batch_lines import JobRequests
 from mapreduce_llm.config import JobSpec, VLLMEngineConfig
 from mapreduce_llm.documents import read_documents
 from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
 from mapreduce_llm.engines import Engine, open_engine
+from mapreduce_llm.engines.config import EngineConfig, OpenAIEngineConfig
 from mapreduce_llm.engines.vllm_ray import model_folder
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.fingerprints import model_fingerprint
@@ -86,3 +90,28 @@ def plan_job(spec: JobSpec, estimate: bool = False) -> tuple[PromptSelection, It
                 yield err
 
     return prompts, plans()
+
+
+@contextmanager
+def shared_engine(config: EngineConfig) -> Iterator[Engine | None]:
+    """One started engine for several :func:`run_job` calls in this process (``run_job(spec, engine=...)``).
+
+    Each job runs its own event loop; vLLM's pool serves any loop, so it is started once here, on a loop of its
+    own, and stopped when the block ends. An OpenAI-compatible server has nothing to start: None, and each job
+    opens its own client to it.
+    """
+    if isinstance(config, OpenAIEngineConfig):
+        yield None
+        return
+    loop = asyncio.new_event_loop()
+    opened = open_engine(config)
+    try:
+        engine = loop.run_until_complete(opened.__aenter__())
+        try:
+            yield engine
+        except BaseException:
+            loop.run_until_complete(opened.__aexit__(*sys.exc_info()))
+            raise
+        loop.run_until_complete(opened.__aexit__(None, None, None))
+    finally:
+        loop.close()

@@ -8,6 +8,7 @@ line starts without loading Ray, vLLM or an embedding model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +18,8 @@ import click
 if TYPE_CHECKING:
     from mapreduce_llm.config import JobSpec
     from mapreduce_llm.embeddings import TextEmbedder
+    from mapreduce_llm.engines import Engine
+    from mapreduce_llm.engines.config import EngineConfig
     from mapreduce_llm.errors import DocumentError
     from mapreduce_llm.planning import DocumentPlan
     from mapreduce_llm.prompts import PromptSelection
@@ -65,6 +68,12 @@ def _plan_job(*args: Any, **kwargs: Any) -> tuple[PromptSelection, Iterator[Docu
     return plan_job(*args, **kwargs)
 
 
+def _shared_engine(config: EngineConfig) -> AbstractContextManager[Engine | None]:
+    from mapreduce_llm.runner import shared_engine
+
+    return shared_engine(config)
+
+
 def _embedder() -> TextEmbedder:
     from mapreduce_llm.embeddings import shared_embedder
 
@@ -85,6 +94,8 @@ class Library:
     """:func:`mapreduce_llm.runner.run_job` (``run``)."""
     plan_job: Callable[..., tuple[PromptSelection, Iterator[DocumentPlan | DocumentError]]] = _plan_job
     """:func:`mapreduce_llm.runner.plan_job` (``plan``, ``drift profile``)."""
+    shared_engine: Callable[[EngineConfig], AbstractContextManager[Engine | None]] = _shared_engine
+    """:func:`mapreduce_llm.runner.shared_engine`: one engine for several jobs (``prompts compare``)."""
     ray_jobs: RayJobs | None = None
     """The Ray Jobs API (``cluster``); None: :mod:`mapreduce_llm.submission`."""
     embedder: Callable[[], TextEmbedder] = _embedder

@@ -155,6 +155,17 @@ def job_options(func: F) -> F:
     return _apply([spec_file, *JOB_FLAGS, SET_OPTION], func)
 
 
+def job_flags(func: F) -> F:
+    """The named job flags and ``--set``, without the SPEC argument (for commands with arguments of their own)."""
+    return _apply([*JOB_FLAGS, SET_OPTION], func)
+
+
+def given_job_flags() -> dict[str, Any]:
+    """The job spec fields the current command's named flags and ``--set`` values set (dotted path: value)."""
+    ctx = click.get_current_context()
+    return {**ctx.meta.get(_FLAGS, {}), **ctx.meta.get(_SETS, {})}
+
+
 def monitoring_options(func: F) -> F:
     """The monitoring flags (:data:`MONITORING_FLAGS`)."""
     return _apply(list(MONITORING_FLAGS), func)

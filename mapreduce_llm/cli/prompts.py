@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from mapreduce_llm.cli.library import Library
+from mapreduce_llm.cli.prompts_compare import compare
 
 _DIR_OPTION = click.option(
     "--dir",
@@ -31,7 +32,14 @@ def prompts() -> None:
       mapreduce-llm prompts lock                                 # release the new file
       mapreduce-llm prompts rollout qa --version 1.1.0 --weight 10
       mapreduce-llm prompts promote qa 1.1.0 --label production  # then: rollout ... --weight 0
+
+    \b
+    Comparing two versions on documents with expected answers first:
+      mapreduce-llm prompts compare qa 1.0.0 1.1.0 --input questions.jsonl --output out/compare-qa
     """
+
+
+prompts.add_command(compare)
 
 
 @prompts.command("list")
