@@ -1,4 +1,5 @@
-"""`prompts` commands (cli/prompts.py): list, show, diff, render, promote, rollout, check and lock."""
+"""`prompts` commands (cli/prompts.py): list, show, diff, render, promote, rollout, check and lock (the guard and
+the history of promote and rollout: test_cli_rollouts.py)."""
 
 from __future__ import annotations
 
@@ -74,17 +75,17 @@ def test_render_prints_the_exact_map_prompt(prompts: Path, tmp_path: Path) -> No
 
 
 def test_promote_and_rollout_edit_labels_only(prompts: Path) -> None:
-    """`promote` and `rollout` change labels.yaml and no other file, and say what they did."""
+    """`promote` and `rollout` change labels.yaml and no other file but history.jsonl, and say what they did."""
     before = {p: p.read_bytes() for p in prompts.rglob("*") if p.is_file() and p.name != "labels.yaml"}
     promoted = _prompts(prompts, "promote", "qa", "1.1.0", "--label", "production")
-    rolled = _prompts(prompts, "rollout", "qa", "--version", "1.0.0", "--weight", "20")
+    rolled = _prompts(prompts, "rollout", "qa", "--version", "1.0.0", "--weight", "10")
     assert promoted.exit_code == 0 and rolled.exit_code == 0, promoted.output + rolled.output
-    assert promoted.output.startswith("qa@production -> 1.1.0 (")
-    assert rolled.output.startswith("qa: 1.0.0 20%; the rest on production (")
+    assert promoted.stdout.startswith("qa@production -> 1.1.0 (")  # stderr: the log lines
+    assert rolled.stdout.startswith("qa: 1.0.0 10%; the rest on production (")
     assert load_labels(prompts, "qa").labels["production"] == "1.1.0"
     assert {p: p.read_bytes() for p in before} == before and check_lock(prompts) == []
     removed = _prompts(prompts, "rollout", "qa", "--version", "1.0.0", "--weight", "0")
-    assert removed.output.startswith("qa: no rollout; every document runs the default version")
+    assert removed.stdout.startswith("qa: no rollout; every document runs the default version")
 
 
 def test_check_passes_the_shipped_prompts_and_names_an_edited_release(prompts: Path) -> None:

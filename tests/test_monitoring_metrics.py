@@ -6,6 +6,7 @@ from mapreduce_llm.monitoring.metrics import LAST_SUCCESS, JobMetrics
 
 COUNTERS = {
     "documents",
+    "documents_not_found",
     "document_errors",
     "chunks",
     "engine_requests",

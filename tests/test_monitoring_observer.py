@@ -175,3 +175,22 @@ def test_top_k_is_the_best_and_the_mean_of_the_best() -> None:
     """top_k gives the best similarity and the mean of the k best (of fewer when there are fewer)."""
     assert top_k([0.1, 0.9, 0.5, 0.7], 3) == (0.9, pytest.approx(0.7))
     assert top_k([0.4], 3) == (0.4, 0.4)
+
+
+def test_not_found_answers_are_counted_per_version() -> None:
+    """documents_not_found_total counts "not found" answers, exists at 0 for a question task and not for others."""
+    from mapreduce_llm.results import DocumentResult, PromptInfo
+
+    observer = MetricsObserver()
+    qa = PromptInfo(name="qa", version="1.0.0")
+    for not_found in (True, False, True):
+        observer.document_done(DocumentResult(id="d", status="ok", prompt=qa, not_found=not_found), None)
+    observer.document_done(DocumentResult(id="e", status="ok", prompt=PromptInfo(name="qa", version="1.1.0")), None)
+    summarize = DocumentResult(id="s", status="ok", prompt=PromptInfo(name="summarize", version="1.0.0"))
+    observer.document_done(summarize, None)
+    done = DocumentResult(id="f", status="ok", prompt=PromptInfo(name="qa", version="2.0.0"), not_found=False)
+    observer.document_done(done, None)
+    assert _value(observer, "mapreduce_llm_documents_not_found_total", task="qa", version="1.0.0") == 2
+    assert _value(observer, "mapreduce_llm_documents_not_found_total", task="qa", version="2.0.0") == 0
+    absent = observer.metrics.registry.get_sample_value("mapreduce_llm_documents_not_found_total", TV)
+    assert absent is None

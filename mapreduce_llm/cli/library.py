@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -86,6 +87,18 @@ def _prepare_model() -> Path:
     return ensure_embedded_model()
 
 
+def _who(prompts_dir: Path) -> str:
+    from mapreduce_llm.prompts.history import current_user
+
+    return current_user(prompts_dir)
+
+
+def _now() -> datetime:
+    from mapreduce_llm.prompts.history import utc_now
+
+    return utc_now()
+
+
 @dataclass(frozen=True)
 class Library:
     """The library functions the commands call; ``ctx.obj`` when given, else the real ones."""
@@ -102,6 +115,11 @@ class Library:
     """Makes the chunk embedder (``drift profile``): all-MiniLM-L6-v2."""
     prepare_model: Callable[[], Path] = _prepare_model
     """Converts the embedded model once and returns its folder (``models prepare``, ``prompts render``)."""
+    who: Callable[[Path], str] = _who
+    """Who moves a label, for prompts/<task>/history.jsonl: git config's user as seen from the prompts folder, else
+    the OS user (``prompts promote``, ``prompts rollout``)."""
+    now: Callable[[], datetime] = _now
+    """The time a history entry records (UTC)."""
 
     @classmethod
     def of(cls, ctx: click.Context) -> Library:

@@ -8,6 +8,7 @@ import click
 
 from mapreduce_llm.cli.library import Library
 from mapreduce_llm.cli.prompts_compare import compare
+from mapreduce_llm.cli.rollouts import prompts_history, prompts_promote, prompts_rollout
 
 _DIR_OPTION = click.option(
     "--dir",
@@ -31,7 +32,9 @@ def prompts() -> None:
     Rolling out a new version:
       mapreduce-llm prompts lock                                 # release the new file
       mapreduce-llm prompts rollout qa --version 1.1.0 --weight 10
+      mapreduce-llm prompts rollout qa --version 1.1.0 --weight 50 --prometheus http://127.0.0.1:9090  # guarded
       mapreduce-llm prompts promote qa 1.1.0 --label production  # then: rollout ... --weight 0
+      mapreduce-llm prompts history qa                           # who moved what, when, why
 
     \b
     Comparing two versions on documents with expected answers first:
@@ -40,6 +43,9 @@ def prompts() -> None:
 
 
 prompts.add_command(compare)
+# Labels, guarded rollouts and their history (cli/rollouts.py).
+for _command in (prompts_promote, prompts_rollout, prompts_history):
+    prompts.add_command(_command)
 
 
 @prompts.command("list")
@@ -133,39 +139,6 @@ def prompts_render(
         click.echo(f"# {item.id}: {plan.prompt.ref}, map prompt for chunk 1 of {len(plan.chunks)}, {len(ids)} tokens")
         click.echo(tokenizer.decode(ids))
         shown += 1
-
-
-@prompts.command("promote")
-@click.argument("task")
-@click.argument("version")
-@click.option("--label", required=True, help="Label to point at VERSION (e.g. production, canary).")
-@_DIR_OPTION
-def prompts_promote(task: str, version: str, label: str, prompts_dir: Path | None) -> None:
-    """Point a label at a released version (edits labels.yaml only)."""
-    from mapreduce_llm.prompts import promote
-
-    path = promote(_root(prompts_dir), task, version, label)
-    click.echo(f"{task}@{label} -> {version} ({path})")
-
-
-@prompts.command("rollout")
-@click.argument("task")
-@click.option("--version", "version", required=True, help="Version that gets a share of documents.")
-@click.option("--weight", type=float, required=True, help="Percent of documents (0 removes the split).")
-@click.option("--base", help="Label or version for the other documents (default: production).")
-@_DIR_OPTION
-def prompts_rollout(task: str, version: str, weight: float, base: str | None, prompts_dir: Path | None) -> None:
-    """Give a version a sticky percentage of documents under `TASK` (edits labels.yaml only)."""
-    from mapreduce_llm.prompts import load_labels, set_rollout
-
-    root = _root(prompts_dir)
-    path = set_rollout(root, task, version, weight, base)
-    rollout = load_labels(root, task).rollout
-    if rollout is None:
-        click.echo(f"{task}: no rollout; every document runs the default version ({path})")
-    else:
-        splits = ", ".join(f"{s.version} {s.weight:g}%" for s in rollout.splits)
-        click.echo(f"{task}: {splits}; the rest on {rollout.base} ({path})")
 
 
 @prompts.command("check")

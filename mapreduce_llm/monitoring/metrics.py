@@ -40,6 +40,12 @@ class JobMetrics:
         self.document_errors = Counter(
             "mapreduce_llm_document_errors_total", "Failed documents by error code.", [*tv, "code"], registry=r
         )
+        self.not_found = Counter(
+            "mapreduce_llm_documents_not_found_total",
+            'Answered documents whose answer is "not found" (qa; 0 for every version that answers questions).',
+            tv,
+            registry=r,
+        )
         self.chunks = Counter("mapreduce_llm_chunks_total", "Chunks documents were cut into.", tv, registry=r)
         self.requests = Counter(
             "mapreduce_llm_engine_requests_total",

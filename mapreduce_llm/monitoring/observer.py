@@ -60,7 +60,7 @@ class MetricsObserver:
         m.request_seconds.labels(stage, task, version).observe(output.seconds)
 
     def document_done(self, result: DocumentResult, plan: DocumentPlan | None) -> None:
-        """Count one document: status, error code, chunks, levels, stage times, confidence, answers."""
+        """Count one document: status, error code, "not found", chunks, levels, stage times, confidence, answers."""
         m = self.metrics
         task, version = (result.prompt.name, result.prompt.version) if result.prompt else ("unknown", "unknown")
         m.documents.labels(task, version, result.status).inc()
@@ -68,6 +68,8 @@ class MetricsObserver:
             m.document_errors.labels(task, version, result.error.code).inc()
         if result.status != "ok":
             return
+        if result.not_found is not None:  # the series exists (at 0) for every version that answers questions
+            m.not_found.labels(task, version).inc(int(result.not_found))
         m.chunks.labels(task, version).inc(result.chunks)
         m.reduce_levels.labels(task, version).observe(result.levels)
         t = result.timings

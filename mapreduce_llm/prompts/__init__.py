@@ -6,6 +6,11 @@
 :mod:`.registry`    versions on disk, labels.yaml, sticky rollout buckets; promote, set_rollout
 :mod:`.lock`        prompts.lock: release new versions, check that released ones never change
 :mod:`.calibration` ``<version>.calibration.yaml``: confidence thresholds per model
+:mod:`.guard`       the rollout guard: thresholds (labels.yaml ``guard:``), canary vs production, may it widen
+:mod:`.evidence`    the guard's figures per version, from finished result folders or from Prometheus
+:mod:`.rollouts`    guarded promote and rollout: guard, labels.yaml, history in one step
+:mod:`.history`     ``history.jsonl``: who moved a label or a rollout, when, from what to what, why
+:mod:`.roundtrip`   rewriting labels.yaml with its comments and key order kept
 ==================  =======================================================================================
 
 Callers import from here: ``from mapreduce_llm.prompts import PromptRef, select_prompts``.

@@ -9,6 +9,8 @@ Per task, ``prompts/<task>/`` holds one file per released version (``1.0.0.yaml`
       base: production      # label or version that gets every document not in a split
       splits:
         - {version: 1.1.0, weight: 10}   # percent of documents
+    guard:                  # optional: thresholds of the rollout guard (mapreduce_llm.prompts.guard)
+      error_rate: 0.05
 
 A job's prompt reference is ``TASK@VERSION`` (pinned), ``TASK@LABEL`` (whatever the label points at) or
 ``TASK`` (the rollout; without labels.yaml, the latest version). Under a rollout each document's version is
@@ -31,6 +33,8 @@ from mapreduce_llm import paths
 from mapreduce_llm.common import StrictModel
 from mapreduce_llm.errors import ConfigError, PromptError
 from mapreduce_llm.prompts.files import VERSION_RE, PromptRef, load_prompt_file
+from mapreduce_llm.prompts.guard import GuardConfig
+from mapreduce_llm.prompts.roundtrip import update_yaml
 
 LABELS_FILE = "labels.yaml"
 BUCKETS = 10_000
@@ -89,6 +93,8 @@ class Labels(StrictModel):
     labels: dict[str, str] = Field(default_factory=dict)
     """Label name -> version."""
     rollout: Rollout | None = None
+    guard: GuardConfig | None = None
+    """Thresholds of the rollout guard (None: the defaults of :class:`GuardConfig`)."""
 
 
 def _labels_path(root: Path, task: str) -> Path:
@@ -137,16 +143,14 @@ def load_labels(root: Path, task: str) -> Labels:
 
 
 def save_labels(root: Path, task: str, labels: Labels) -> Path:
-    """Write labels.yaml (comments in the old file are not kept)."""
+    """Write labels.yaml, keeping the comments, key order and layout of the file as it was."""
     path = _labels_path(root, task)
     data = labels.model_dump(exclude_none=True)
     if not data.get("rollout"):
         data.pop("rollout", None)
-    path.write_text(
-        "# Labels and rollout of this task; edited by `mapreduce-llm prompts promote|rollout`.\n"
-        + yaml.safe_dump(data, sort_keys=False),
-        encoding="utf-8",
-    )
+    if labels.guard is not None:
+        data["guard"] = labels.guard.model_dump(exclude_unset=True)
+    update_yaml(path, data, "# Labels and rollout of this task; edited by `mapreduce-llm prompts promote|rollout`.\n")
     return path
 
 
