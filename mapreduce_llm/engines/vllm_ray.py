@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import math
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from mapreduce_llm import paths
 from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
 from mapreduce_llm.engines.config import VLLMEngineConfig
 from mapreduce_llm.engines.vllm_actor import VLLMEngineActor, tensor_parallel_bundles
-from mapreduce_llm.errors import ConfigError, EngineError, RequestError
+from mapreduce_llm.errors import ConfigError, EngineError, MapReduceError, RequestError
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
 
 log = structlog.get_logger(__name__)
@@ -41,18 +42,33 @@ _FORWARDED_ENV = ("HF_HUB_OFFLINE", paths.CACHE_ENV, "VLLM_CPU_OMP_THREADS_BIND"
 
 
 def model_folder(config: VLLMEngineConfig) -> Path:
-    """The served model's folder on this machine: the configured one, or the embedded model (converted once)."""
+    """The served model's folder on this machine: the configured one, or the embedded model (converted once).
+
+    The driver reads the model's files (its identity, the tokenizer); each engine replica checks the folder again on
+    the node it lands on (:func:`~mapreduce_llm.engines.vllm_actor.check_model_folder`).
+    """
     if config.model is None:
         return ensure_embedded_model()
     path = Path(config.model)
     if not path.is_dir():
         raise ConfigError(
-            f"engine.model {config.model!r} is not a folder on this machine; give the path of a model folder "
-            "(weights are never downloaded at run time) or leave it unset for the embedded model",
+            f"engine.model {config.model!r} is not a folder on this machine ({socket.gethostname()}), where the "
+            "job's driver reads the model's tokenizer and files; give the path of a model folder (weights are never "
+            "downloaded at run time; on a cluster, a path on shared storage mounted alike on the driver's node and "
+            "on every engine node) or leave it unset for the embedded model",
             parameter="engine.model",
             value=config.model,
         )
     return path
+
+
+def start_failure(exc: Exception) -> MapReduceError:
+    """What a replica's failed start becomes: the ConfigError it raised (e.g. the model folder missing on its node),
+    else an EngineError carrying Ray's account of the failure."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, ConfigError):
+        return ConfigError(str(cause), parameter=cause.parameter, value=cause.value)
+    return EngineError(f"vLLM engine failed to start: {exc}")
 
 
 def served_name(config: VLLMEngineConfig, folder: Path) -> str:
@@ -174,7 +190,7 @@ class VLLMRayEngine:
             ) from None
         except ray.exceptions.RayError as exc:
             self.close()
-            raise EngineError(f"vLLM engine failed to start: {exc}") from exc
+            raise start_failure(exc) from exc
         self._info = EngineInfo(
             model=cfg.served_model_name or Path(str(loaded[0]["model"])).name,
             max_model_len=cfg.max_model_len,
