@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -92,6 +93,14 @@ class RequestCache:
             "write", lambda db: db.execute("INSERT OR REPLACE INTO outputs (key, output) VALUES (?, ?)", (key, data))
         )
 
+    def check(self) -> str | None:
+        """Open the database now, creating it, so that a cache this machine cannot use is reported (one
+        ``cache.unavailable`` warning) when the job starts rather than at its first finished request; returns why it
+        is unavailable, None when it works. The job's driver opens the cache: on a cluster ``cache.path`` is a
+        path on the driver's node (shared storage, to reuse it from jobs whose drivers run elsewhere)."""
+        self._use("open", lambda db: None)
+        return self.unavailable
+
     def __len__(self) -> int:
         count: int | None = self._use("count", lambda db: db.execute("SELECT COUNT(*) FROM outputs").fetchone()[0])
         return count or 0
@@ -145,11 +154,12 @@ class RequestCache:
         log.warning(
             "cache.unavailable",
             path=str(self.path),
+            host=socket.gethostname(),
             during=action,
             error=self.unavailable,
             hint="the job goes on without the output cache (finished requests are not kept for a rerun); "
             "move the file away if it is not a SQLite database or is corrupt, stop whatever holds it locked, "
-            "free disk space, or point cache.path elsewhere",
+            "free disk space, or point cache.path elsewhere (a path the job's driver can write on this host)",
         )
 
     def _decode(self, key: str, text: str) -> EngineOutput | None:

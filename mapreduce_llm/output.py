@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from mapreduce_llm.batch_lines import write_batch_files
 from mapreduce_llm.common import RecomputeReason
-from mapreduce_llm.errors import OutputInUseError
+from mapreduce_llm.errors import ConfigError, OutputInUseError
 from mapreduce_llm.results import DocumentResult, JobSummary
 
 RESULTS_FILE = "results.jsonl"
@@ -75,12 +75,22 @@ class OutputLock:
         self._lock = FileLock(str(folder / LOCK_FILE), timeout=0)
 
     def acquire(self) -> None:
-        """Take the lock, or raise :class:`OutputInUseError` naming the job that holds it."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Take the lock, or raise :class:`OutputInUseError` naming the job that holds it (ConfigError when the
+        folder cannot be created or written here)."""
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except Timeout:
             raise OutputInUseError(self._busy_message()) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"output folder {self.folder} cannot be created or written on {socket.gethostname()}, where the "
+                f"job's driver runs ({exc.strerror or exc}); give a folder this machine can write: on a cluster, a "
+                "path on storage mounted on the driver's node (the head, for jobs sent with `cluster submit`), "
+                "shared with the machines that read the results",
+                parameter="output",
+                value=str(self.folder),
+            ) from None
         owner = {"job_id": self.job_id, "pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()}
         write_atomic(self.folder / OWNER_FILE, json.dumps(owner) + "\n")
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from mapreduce_llm.batch_lines import JobRequests
+from mapreduce_llm.cache import RequestCache
 from mapreduce_llm.config import JobSpec, VLLMEngineConfig
 from mapreduce_llm.documents import read_documents
 from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
@@ -46,6 +47,10 @@ def run_job(
     if not spec.input.exists():
         raise ConfigError(f"input {spec.input} does not exist; check the path", parameter="input")
     OutputLock(spec.output, spec.resolved_job_id).check()  # refused now, not after the engine's start
+    if spec.cache.enabled:  # this driver opens it: one it cannot use is reported now, and the job runs without it
+        with RequestCache(spec.cache.path or spec.output / "cache.sqlite") as cache:
+            if cache.check() is not None:
+                spec = spec.model_copy(update={"cache": spec.cache.model_copy(update={"enabled": False})})
     tokenizer = tokenizer_for(spec.engine)
     embedder = embedder or shared_embedder()
 

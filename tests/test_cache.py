@@ -10,6 +10,7 @@ from structlog.testing import capture_logs
 
 from mapreduce_llm.cache import RequestCache
 from mapreduce_llm.engines.base import EngineOutput
+from mapreduce_llm.tokenization import HFTokenizer
 
 OUTPUT = EngineOutput(
     request_id="r",
@@ -117,3 +118,46 @@ def test_many_threads_share_one_cache(tmp_path: Path) -> None:
         t.join()
     assert errors == [] and len(cache) == 8 * 40 and cache.unavailable is None
     cache.close()
+
+
+def test_a_cache_it_cannot_use_is_reported_when_the_job_starts(tmp_path: Path) -> None:
+    """check() opens the cache at once: a usable path gives None and creates the database; one this machine cannot
+    create gives the reason and one warning naming the path and this host (the driver's, which opens the cache)."""
+    import socket
+
+    good = tmp_path / "shared" / "cache.sqlite"
+    assert RequestCache(good).check() is None and good.is_file()
+    (tmp_path / "taken").write_text("a file, not a folder")
+    bad = tmp_path / "taken" / "cache.sqlite"
+    with capture_logs() as logs:
+        reason = RequestCache(bad).check()
+    (warning,) = _warnings(logs)
+    assert reason and warning["path"] == str(bad) and warning["host"] == socket.gethostname()
+    assert warning["during"] == "open"
+
+
+def test_a_job_whose_cache_path_it_cannot_use_warns_once_at_start_and_runs_without_it(
+    tmp_path: Path, tokenizer: HFTokenizer
+) -> None:
+    """run_job with cache.path where this machine cannot create it: one warning when the job starts, then the job
+    completes without the cache (its own cache is not tried again) and its answers are kept nowhere else."""
+    from mapreduce_llm import runner
+    from mapreduce_llm.config import JobSpec
+    from tests.conftest import PROMPTS
+    from tests.fake_embeddings import FakeEmbedder
+    from tests.fakes import FakeEngine
+
+    (tmp_path / "doc.txt").write_text("Ray schedules tasks on a cluster. Each task runs in a worker process.")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    spec = JobSpec(
+        input=tmp_path / "doc.txt",
+        output=tmp_path / "out",
+        prompts_dir=PROMPTS,
+        cache={"path": tmp_path / "taken" / "cache.sqlite"},
+    )
+    engine = FakeEngine(tokenizer, respond=lambda request: "Ray runs tasks in worker processes.")
+    with capture_logs() as logs:
+        summary = runner.run_job(spec, engine=engine, embedder=FakeEmbedder())
+    (warning,) = _warnings(logs)
+    assert warning["during"] == "open" and summary.status == "completed" and engine.requests
+    assert not (tmp_path / "out" / "cache.sqlite").exists()

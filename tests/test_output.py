@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mapreduce_llm.errors import OutputInUseError
+from mapreduce_llm.errors import ConfigError, OutputInUseError
 from mapreduce_llm.output import (
     PARTIAL_FILE,
     RESULTS_FILE,
@@ -182,3 +182,27 @@ def test_lock_of_a_killed_job_does_not_block(tmp_path: Path) -> None:
     lock = OutputLock(tmp_path / "out", "next")
     lock.acquire()
     lock.release()
+
+
+def test_an_output_folder_the_driver_cannot_create_fails_the_job_before_it_starts(tmp_path: Path) -> None:
+    """run_job into a folder this machine cannot create (under a regular file): a ConfigError naming the folder, the
+    driver's machine and what to do on a cluster, raised before the tokenizer or an engine is loaded."""
+    import socket
+
+    from mapreduce_llm.config import JobSpec
+    from mapreduce_llm.runner import run_job
+
+    (tmp_path / "doc.txt").write_text("A document.")
+    (tmp_path / "file").write_text("not a folder")
+
+    class NoEngine:
+        def __getattr__(self, name: str) -> object:
+            raise AssertionError(f"the engine was used ({name}) although the output folder is unusable")
+
+    spec = JobSpec(input=tmp_path / "doc.txt", output=tmp_path / "file" / "out", engine={"model": "/no/such/model"})
+    with pytest.raises(ConfigError) as info:
+        run_job(spec, engine=NoEngine())  # type: ignore[arg-type]
+    message = str(info.value)
+    assert f"output folder {tmp_path / 'file' / 'out'} cannot be created or written" in message
+    assert socket.gethostname() in message and "the head, for jobs sent with `cluster submit`" in message
+    assert info.value.parameter == "output"
