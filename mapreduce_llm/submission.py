@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,7 +36,57 @@ from mapreduce_llm.monitoring.baselines import BaselineStore
 from mapreduce_llm.prompts import default_prompts_dir, select_prompts
 
 ENTRYPOINT = "mapreduce-llm run spec.yaml --no-progress"
-"""What the cluster runs, inside the uploaded working folder (every setting, monitoring included, is in spec.yaml)."""
+"""What the cluster runs, inside the uploaded working folder (every setting, monitoring included, is in spec.yaml).
+
+Ray's job supervisor runs it with ``/bin/sh`` on the head, with the environment ``ray start`` had there: the
+virtualenv's ``bin`` must be on that PATH (activate it before ``ray start``), or :func:`entrypoint` names the
+interpreter (``cluster submit --python``)."""
+
+
+def entrypoint(python: str | None = None) -> str:
+    """The job's command: ``mapreduce-llm`` from the head's PATH, or with ``python`` (the path of the interpreter
+    of the head's virtualenv) ``python -m mapreduce_llm.cli``, which does not depend on PATH."""
+    if python is None:
+        return ENTRYPOINT
+    if not python.startswith("/"):
+        raise SubmissionError(
+            f"--python must be the absolute path of the Python on the Ray head that has mapreduce-llm installed "
+            f"(e.g. /opt/venv/bin/python), got {python!r}"
+        )
+    return f"{shlex.quote(python)} -m mapreduce_llm.cli run spec.yaml --no-progress"
+
+
+_NOT_FOUND = re.compile(
+    r"^[^\n]*?:\s*(?:\d+:\s*|line \d+:\s*)?(?P<command>[^\s:]+): (?:command )?not found\s*$", re.MULTILINE
+)
+"""A shell's "command not found" line: dash's ``/bin/sh: 1: mapreduce-llm: not found``, bash's
+``bash: line 1: mapreduce-llm: command not found``."""
+
+
+def diagnose(exit_code: int | None, text: str) -> str | None:
+    """What went wrong before mapreduce-llm ran, from a failed job's exit code and its logs (or Ray's message, which
+    ends with them), and how to fix it; None when nothing is recognised (the job's own error says it then)."""
+    found = _NOT_FOUND.search(text)
+    if found is None and exit_code != 127:
+        if "No module named mapreduce_llm" in text:
+            return (
+                "the Python that ran the job has no mapreduce-llm installed: give --python the interpreter of the "
+                "virtualenv mapreduce-llm is installed in on the Ray head"
+            )
+        return None
+    command = found.group("command") if found else ""
+    if "/" in command:
+        return (
+            f"`{command}` does not exist on the Ray head (exit code 127: command not found); give --python the path "
+            "of the Python of the virtualenv mapreduce-llm is installed in there"
+        )
+    missing = f"`{command}`" if command else "the job's command"
+    return (
+        f"the Ray head could not find {missing} (exit code 127: command not found): it runs a job's command with the "
+        "PATH `ray start` was started with, which did not have mapreduce-llm's virtualenv. On the head, activate the "
+        "virtualenv before `ray start` (`source VENV/bin/activate`) or put VENV/bin on PATH, and restart Ray; or "
+        "submit again with `--python VENV/bin/python` (the interpreter's path on the head)"
+    )
 
 
 class SubmissionError(MapReduceError):
@@ -165,15 +217,18 @@ def submit(
     env: dict[str, str] | None = None,
     upload_input: bool = True,
     submission_id: str | None = None,
+    python: str | None = None,
 ) -> str:
-    """Submit ``spec`` as a Ray job on the cluster at ``address``; returns the submission id."""
+    """Submit ``spec`` as a Ray job on the cluster at ``address``; returns the submission id. ``python``: the path
+    of the head's interpreter to run the job with (see :func:`entrypoint`)."""
+    command = entrypoint(python)
     jobs = client(address)
     env_vars = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     with tempfile.TemporaryDirectory(prefix="mapreduce-llm-submit-") as tmp:
         metadata = package_job(spec, Path(tmp), upload_input=upload_input)
         with cluster_errors(str(address)):
             submitted: str = jobs.submit_job(
-                entrypoint=ENTRYPOINT,
+                entrypoint=command,
                 runtime_env={"working_dir": tmp, "env_vars": env_vars},
                 metadata=metadata,
                 submission_id=submission_id,

@@ -24,6 +24,7 @@ class Details:
     metadata: dict[str, str] | None = None
     submission_id: str | None = "raysubmit_1"
     job_id: str | None = None
+    driver_exit_code: int | None = None
 
 
 @dataclass
@@ -48,8 +49,9 @@ class FakeRayJobs:
         env: dict[str, str] | None = None,
         upload_input: bool = True,
         submission_id: str | None = None,
+        python: str | None = None,
     ) -> str:
-        self.calls.append(("submit", address, (spec.model_dump(), env, upload_input, submission_id)))
+        self.calls.append(("submit", address, (spec.model_dump(), env, upload_input, submission_id, python)))
         return submission_id or "raysubmit_1"
 
     def job_info(self, address: str | None, submission_id: str) -> Any:
@@ -88,13 +90,14 @@ def test_submit_sends_the_spec_with_flags_env_and_options(tmp_path: Path) -> Non
     result = _cluster(jobs, "submit", *args)
     assert result.exit_code == 0, result.output
     assert result.output == "mine\n"
-    ((name, address, (spec, env, upload, submission_id)),) = jobs.calls
-    assert (name, address, env, upload, submission_id) == (
+    ((name, address, (spec, env, upload, submission_id, python)),) = jobs.calls
+    assert (name, address, env, upload, submission_id, python) == (
         "submit",
         "http://h:8265",
         {"A": "1", "B": "x=y"},
         False,
         "mine",
+        None,
     )
     assert spec["input"] == tmp_path / "docs" and spec["output"] == Path("/data/out") and spec["prompt"] == "qa"
     assert spec["engine"]["max_model_len"] == 4096 and spec["retrieval"]["top_k"] == 3
@@ -152,3 +155,48 @@ def test_the_real_api_needs_an_address(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     result = CliRunner().invoke(cli, ["cluster", "status", "raysubmit_x"])
     assert isinstance(result.exception, SubmissionError) and "--address" in str(result.exception)
+
+
+def test_submit_passes_the_heads_python(tmp_path: Path) -> None:
+    """--python (or $MAPREDUCE_LLM_CLUSTER_PYTHON) reaches the Jobs API call: the job then does not need the head's
+    PATH."""
+    jobs = FakeRayJobs()
+    args = ["--input", str(tmp_path), "--output", "/data/out", "--address", "http://h:8265"]
+    assert _cluster(jobs, "submit", *args, "--python", "/opt/venv/bin/python").exit_code == 0
+    env = {"MAPREDUCE_LLM_CLUSTER_PYTHON": "/srv/env/bin/python"}
+    assert _cluster(jobs, "submit", *args, env=env).exit_code == 0
+    assert [call[2][4] for call in jobs.calls] == ["/opt/venv/bin/python", "/srv/env/bin/python"]
+
+
+def test_status_of_a_job_whose_command_was_not_found_says_what_to_do() -> None:
+    """A FAILED job with exit code 127: `cluster status` prints Ray's message, then what was missing and the fixes
+    (activate the virtualenv before `ray start`, or --python)."""
+    message = "Job entrypoint command failed with exit code 127, ...\n/bin/sh: 1: mapreduce-llm: not found"
+    jobs = FakeRayJobs(info=Details("FAILED", message, driver_exit_code=127))
+    result = _cluster(jobs, "status", "raysubmit_1", "--address", "http://h")
+    last = result.output.splitlines()[-1]
+    assert last.startswith("  what to do: the Ray head could not find `mapreduce-llm`")
+    assert "before `ray start`" in last and "--python VENV/bin/python" in last
+
+
+def test_status_of_a_job_that_failed_on_its_own_has_no_hint() -> None:
+    """A job that failed with its own error (exit 1), or is still running, gets no hint."""
+    for info in (Details("FAILED", "error: input /x does not exist", driver_exit_code=1), Details("RUNNING")):
+        result = _cluster(FakeRayJobs(info=info), "status", "raysubmit_1", "--address", "http://h")
+        assert "what to do" not in result.output
+
+
+@pytest.mark.parametrize("flags", [[], ["--follow"]])
+def test_logs_that_show_the_command_was_not_found_say_what_to_do(flags: list[str]) -> None:
+    """`cluster logs` (and --follow) prints the output as it is, then on stderr what to do when the shell did not
+    find the job's command."""
+    jobs = FakeRayJobs(
+        log_chunks=(
+            "Running entrypoint for job x: mapreduce-llm run spec.yaml\n",
+            "/bin/sh: 1: ",
+            "mapreduce-llm: not found\n",
+        )
+    )
+    result = _cluster(jobs, "logs", "raysubmit_1", "--address", "http://h", *flags)
+    assert result.stdout.endswith("/bin/sh: 1: mapreduce-llm: not found\n")
+    assert result.stderr.startswith("what to do: the Ray head could not find `mapreduce-llm`")

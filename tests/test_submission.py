@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from mapreduce_llm.submission import (
     ENTRYPOINT,
     SubmissionError,
     auth_token,
+    diagnose,
+    entrypoint,
     job_info,
     package_job,
     upload_input_files,
@@ -189,3 +192,54 @@ def test_an_address_is_needed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     with pytest.raises(SubmissionError, match="--address"):
         job_info(None, "raysubmit_x")
+
+
+def test_with_the_heads_python_the_job_does_not_need_the_heads_path() -> None:
+    """entrypoint(None) is `mapreduce-llm` from the head's PATH; with an interpreter path it runs the package with
+    that interpreter (quoted); a relative interpreter is refused, saying what to give."""
+    assert entrypoint() == ENTRYPOINT
+    command = entrypoint("/opt/my venv/bin/python")
+    assert shlex.split(command) == [
+        "/opt/my venv/bin/python",
+        "-m",
+        "mapreduce_llm.cli",
+        "run",
+        "spec.yaml",
+        "--no-progress",
+    ]
+    with pytest.raises(SubmissionError, match=r"absolute path of the Python on the Ray head"):
+        entrypoint("python3")
+
+
+# What Ray 2.60 recorded for a job submitted to a head whose PATH lacked the virtualenv (dash as /bin/sh): the
+# job's status message (driver_exit_code 127) ends with its logs. A bash head says "command not found".
+RECORDED_127 = (
+    "Job entrypoint command failed with exit code 127, last available logs (truncated to 20,000 chars):\n"
+    "Running entrypoint for job raysubmit_EaShb3NMVCTnmtmE: mapreduce-llm run spec.yaml --no-progress\n"
+    "/bin/sh: 1: mapreduce-llm: not found\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "text", "said"),
+    [
+        (127, RECORDED_127, "could not find `mapreduce-llm` (exit code 127"),
+        (None, "bash: line 1: mapreduce-llm: command not found\n", "could not find `mapreduce-llm`"),
+        (127, "", "could not find the job's command"),
+        (127, "/bin/sh: 1: /opt/venv/bin/python: not found\n", "`/opt/venv/bin/python` does not exist on the Ray head"),
+        (1, "/usr/bin/python3: No module named mapreduce_llm.cli\n", "has no mapreduce-llm installed"),
+    ],
+)
+def test_a_job_whose_command_was_not_found_says_what_to_do(exit_code: int | None, text: str, said: str) -> None:
+    """Exit code 127 or a shell's "not found" line in the logs: what was missing and how to fix it (activate the
+    virtualenv before `ray start`, or --python); a missing module names --python."""
+    hint = diagnose(exit_code, text)
+    assert hint is not None and said in hint and "--python" in hint
+    if "could not find" in said:
+        assert "activate the virtualenv before `ray start`" in hint
+
+
+def test_a_job_that_failed_on_its_own_gets_no_hint() -> None:
+    """A job that ran and failed (its own one-line error, exit 1) is left to its message."""
+    assert diagnose(1, "error: input /data/in does not exist; check the path\n") is None
+    assert diagnose(0, "1 ok, 0 errors of 1 documents\n") is None

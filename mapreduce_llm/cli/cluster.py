@@ -55,6 +55,13 @@ def _variables(env: tuple[str, ...]) -> dict[str, str]:
     help="Send the input along with the job when it exists here; otherwise its path is read on the cluster.",
 )
 @click.option("--submission-id", help="Id for the Ray job (default: chosen by Ray).")
+@click.option(
+    "--python",
+    envvar="MAPREDUCE_LLM_CLUSTER_PYTHON",
+    metavar="PATH",
+    help="Run the job with this Python on the Ray head (its virtualenv's bin/python), not with `mapreduce-llm` from "
+    "the head's PATH ($MAPREDUCE_LLM_CLUSTER_PYTHON).",
+)
 @click.pass_context
 def submit(
     ctx: click.Context,
@@ -63,16 +70,29 @@ def submit(
     env: tuple[str, ...],
     upload_input: bool,
     submission_id: str | None,
+    python: str | None,
 ) -> None:
     """Submit a job to a Ray cluster; prints the submission id.
 
     The job spec, its prompt files and the input are sent with the job; the cluster runs `mapreduce-llm run
-    spec.yaml`. OUTPUT and --model are paths on the cluster.
+    spec.yaml` (found on the PATH `ray start` had on the head, or run by --python). OUTPUT, the cache and --model
+    are paths on the cluster: OUTPUT and the cache where the job's driver runs (the head), the model on every node
+    that runs engines.
     """
     spec = job_spec(spec_file, need_output=True)
     jobs = Library.of(ctx).jobs_api()
     variables = _variables(env)
-    click.echo(jobs.submit(spec, address, env=variables, upload_input=upload_input, submission_id=submission_id))
+    sid = jobs.submit(
+        spec, address, env=variables, upload_input=upload_input, submission_id=submission_id, python=python
+    )
+    click.echo(sid)
+
+
+def _hint(exit_code: int | None, text: str) -> str | None:
+    """What went wrong before the job ran and what to do (:func:`mapreduce_llm.submission.diagnose`)."""
+    from mapreduce_llm.submission import diagnose
+
+    return diagnose(exit_code, text)
 
 
 @cluster.command()
@@ -87,6 +107,9 @@ def status(ctx: click.Context, submission_id: str, address: str | None) -> None:
         click.echo(f"  {info.message}")
     for key, value in sorted((info.metadata or {}).items()):
         click.echo(f"  {key}: {value}")
+    hint = _hint(getattr(info, "driver_exit_code", None), info.message or "") if info.status == "FAILED" else None
+    if hint:
+        click.echo(f"  what to do: {hint}")
 
 
 @cluster.command()
@@ -95,12 +118,22 @@ def status(ctx: click.Context, submission_id: str, address: str | None) -> None:
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
 @click.pass_context
 def logs(ctx: click.Context, submission_id: str, address: str | None, follow: bool) -> None:
-    """Print a submitted job's driver output."""
+    """Print a submitted job's driver output (and, on stderr, what to do when it shows the job's command was not
+    found on the cluster)."""
     jobs = Library.of(ctx).jobs_api()
+    tail = [""]
+
+    def write(chunk: str) -> None:
+        click.echo(chunk, nl=False)
+        tail[0] = (tail[0] + chunk)[-8192:]
+
     if follow:
-        jobs.follow_logs(address, submission_id, lambda chunk: click.echo(chunk, nl=False))
+        jobs.follow_logs(address, submission_id, write)
     else:
-        click.echo(jobs.job_logs(address, submission_id), nl=False)
+        write(jobs.job_logs(address, submission_id))
+    hint = _hint(None, tail[0])
+    if hint:
+        click.echo(f"what to do: {hint}", err=True)
 
 
 @cluster.command()

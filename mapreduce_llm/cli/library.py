@@ -38,8 +38,9 @@ class RayJobs(Protocol):
         env: dict[str, str] | None = None,
         upload_input: bool = True,
         submission_id: str | None = None,
+        python: str | None = None,
     ) -> str:
-        """Submit a job; returns its submission id."""
+        """Submit a job; returns its submission id (``python``: the head's interpreter to run it with)."""
 
     def job_info(self, address: str | None, submission_id: str) -> Any:
         """Ray's JobDetails of one submission."""

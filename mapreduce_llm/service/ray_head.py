@@ -55,12 +55,22 @@ class LocalRayHead:
     """A one-node, token-auth Ray head on loopback for as long as the ``with`` block runs.
 
     ``address`` is its dashboard (Jobs API) URL and ``token`` its auth token. ``num_cpus`` None: the machine's.
+    ``venv_on_path`` False starts it as someone who ran the virtualenv's ``ray`` without activating the virtualenv
+    (its ``bin`` off PATH, as the jobs then see it); by default it is put first on PATH, so jobs find ``mapreduce-llm``.
     """
 
-    def __init__(self, *, num_cpus: int | None = None, startup_s: float = 180.0, first_port: int = FIRST_PORT) -> None:
+    def __init__(
+        self,
+        *,
+        num_cpus: int | None = None,
+        startup_s: float = 180.0,
+        first_port: int = FIRST_PORT,
+        venv_on_path: bool = True,
+    ) -> None:
         self.num_cpus = num_cpus or os.cpu_count() or 1
         self.startup_s = startup_s
         self.first_port = first_port
+        self.venv_on_path = venv_on_path
         self.token = secrets.token_hex(32)
         self.address = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -76,15 +86,18 @@ class LocalRayHead:
         gcs, dashboard, agent, agent_grpc, metrics, runtime_env, client, _ = ports
         workers = free_ports(ports[-1] + 1, 1)[0]
         bin_dir = Path(sys.executable).parent
+        path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != bin_dir]
         env = {
             **os.environ,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": os.pathsep.join([str(bin_dir), *path] if self.venv_on_path else path),
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(token_file),
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
         }
         env.pop("RAY_ADDRESS", None)
         env.pop("RAY_AUTH_TOKEN", None)
+        if not self.venv_on_path:
+            env.pop("VIRTUAL_ENV", None)
         command = [
             str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
             "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
