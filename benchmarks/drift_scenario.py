@@ -1,17 +1,25 @@
-"""A drift scenario you can rerun: baseline on Python docs, a held-out part of them, and license texts.
+"""A drift scenario you can rerun: every drift signal, for documents of the baseline's kind and of another
+kind, at several sample sizes.
 
-Three corpora of paragraph-aligned pieces (lengths drawn from the same seeded distribution, so that only the
-*kind* of text differs):
+Corpora of paragraph-aligned pieces (lengths drawn from the same seeded distribution, so that only the *kind* of
+text differs) from the example corpus (benchmarks/corpus/docs, Python 3.11 documentation) and the license texts
+in /usr/share/common-licenses (GPL, Apache, MPL, ...):
 
-- ``baseline``:  pieces of the example corpus (benchmarks/corpus/docs, Python 3.11 documentation);
-- ``heldout``:   other pieces of the same documentation (interleaved with the baseline's, never the same);
-- ``different``: pieces of the license texts in /usr/share/common-licenses (GPL, Apache, MPL, ...).
+- baseline ``python-docs``: 80 Python docs pieces spread over every source file;
+- ``same-kind``: draws from the other Python docs pieces (193; never a baseline piece);
+- ``shifted``: draws from the license pieces (84: the 80-document draws overlap).
 
-Each corpus is profiled without an engine (``mapreduce-llm drift profile``: plan + embed), the baseline is
-built from the first, and the other two are scored against it. Expected: ``heldout`` stays under every
-threshold, ``different`` goes over the alert thresholds. Also prints the embedding cost (chunks per second).
+Every piece is profiled once without an engine (plan + embed with all-MiniLM-L6-v2, as ``mapreduce-llm drift
+profile`` does). For each sample size (5, 20, 40, 80 documents by default) and kind, ``--draws`` seeded draws are
+scored against the baseline with the guard off, so that every signal is shown: the three PSIs, the centroid
+distance and the MMD p-value (median and range over the draws, and in how many draws each crosses its alert
+threshold), and whether the default guard (40 documents, 40 chunks per side) would have withheld them. Also
+prints the embedding cost (chunks per second).
 
-    python benchmarks/drift_scenario.py [--out out/drift-scenario] [--pieces 40]
+``--out`` also gets ``corpora/{baseline,heldout,different}`` (``--pieces`` documents each) for the README's
+walkthrough, which runs real jobs on them.
+
+    python benchmarks/drift_scenario.py [--out out/drift-scenario] [--sizes 5,20,40,80] [--draws 10] [--pieces 40]
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -73,24 +82,72 @@ def build_corpora(dest: Path, n: int = 40, seed: int = 7) -> dict[str, Path]:
     return folders
 
 
+def _spread(total: int, n: int) -> set[int]:
+    """``n`` indices (at most ``total``) evenly spread over ``range(total)``."""
+    n = min(n, total)
+    return {round(i * (total - 1) / max(1, n - 1)) for i in range(n)}
+
+
+def build_pools(dest: Path, baseline: int = 80, same: int = 200, seed: int = 7) -> dict[str, Path]:
+    """Folders ``baseline`` (``baseline`` Python docs pieces spread over every file), ``same-kind`` (up to
+    ``same`` other Python docs pieces) and ``shifted`` (every license piece) under ``dest``."""
+    rng = random.Random(seed)
+    docs = pieces([p.read_text(encoding="utf-8") for p in sorted(DOCS.glob("*.md"))], rng)
+    licenses = pieces(
+        [p.read_text(encoding="utf-8", errors="replace") for p in sorted(LICENSES.iterdir()) if not p.is_symlink()],
+        rng,
+    )
+    chosen = _spread(len(docs), baseline)
+    rest = [d for i, d in enumerate(docs) if i not in chosen]
+    texts = {
+        "baseline": [docs[i] for i in sorted(chosen)],
+        "same-kind": [rest[i] for i in sorted(_spread(len(rest), same))],
+        "shifted": licenses,
+    }
+    folders = {}
+    for name, group in texts.items():
+        folder = dest / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            old.unlink()
+        for i, text in enumerate(group):
+            (folder / f"{name}-{i:03d}.txt").write_text(text, encoding="utf-8")
+        folders[name] = folder
+    return folders
+
+
+SIGNAL_COLUMNS = ("document_length", "prompt_class", "retrieval_similarity", "embedding_centroid")
+
+
+def _cell(values: list[float], alerts: int, digits: int = 2) -> str:
+    """Median [min-max] of a signal over the draws, and how many draws crossed its alert threshold."""
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} [{low:.{digits}f}–{high:.{digits}f}] {alerts}/{len(values)}"
+
+
 def main() -> None:
     from mapreduce_llm.config import JobSpec
     from mapreduce_llm.embeddings import Embedder
     from mapreduce_llm.errors import DocumentError
     from mapreduce_llm.monitoring.baselines import BaselineStore
-    from mapreduce_llm.monitoring.drift import build_baseline, job_drift, level
-    from mapreduce_llm.monitoring.profiles import profile_document, write_profiles
+    from mapreduce_llm.monitoring.drift import build_baseline, job_drift
+    from mapreduce_llm.monitoring.profiles import DocumentProfile, profile_document, write_profiles
+    from mapreduce_llm.monitoring.verdicts import DriftGuard, level, p_value_level
     from mapreduce_llm.runner import plan_job
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("out/drift-scenario"))
-    parser.add_argument("--pieces", type=int, default=40, help="documents per corpus")
+    parser.add_argument("--sizes", default="5,20,40,80", help="documents per draw, comma-separated")
+    parser.add_argument("--draws", type=int, default=10, help="seeded draws per size and kind")
+    parser.add_argument("--pieces", type=int, default=40, help="documents per walkthrough corpus")
     args = parser.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
 
-    folders = build_corpora(args.out / "corpora", args.pieces)
+    build_corpora(args.out / "corpora", args.pieces)
+    folders = build_pools(args.out / "pools", baseline=80)
     embedder = Embedder()
     embedder.embed(["warm up"])  # load the model outside the timing
-    profiles = {}
+    profiles: dict[str, list[DocumentProfile]] = {}
     for name, folder in folders.items():
         spec = JobSpec.model_validate({"input": folder, "output": args.out / name, "prompts_dir": ROOT / "prompts"})
         plans = list(plan_job(spec)[1])  # plan first: only the embedding is timed
@@ -104,11 +161,46 @@ def main() -> None:
             f"({chunks / seconds:5.1f} chunks/s)"
         )
     baseline = build_baseline("python-docs", profiles["baseline"], str(folders["baseline"]))
-    print(f"baseline: {BaselineStore(args.out / 'baselines').save(baseline)}")
-    for name in ("heldout", "different"):
-        for key, scores in job_drift(baseline, profiles[name]).items():
-            for signal, score in scores.items():
-                print(f"{name:10} {key:16} {signal:22} {score:8.4f}  {level(signal, score)}")
+    ref = baseline.versions["summarize@1.0.0"]
+    saved = BaselineStore(args.out / "baselines").save(baseline)
+    print(f"baseline python-docs: {ref.documents} documents, {ref.chunks} chunks: {saved}")
+
+    guard, everything = DriftGuard(), DriftGuard(1, 1)
+    print(
+        f"\nEach cell: median [min–max] over {args.draws} seeded draws, then draws over the alert threshold "
+        f"(PSI > 0.25, centroid > 0.2, p < 0.01). Guard: the default {guard.min_documents} documents and "
+        f"{guard.min_chunks} chunks per side.\n"
+    )
+    header = ["kind", "docs", "chunks", "guard", *SIGNAL_COLUMNS, "MMD p-value"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" if i < 1 else "---:" for i in range(len(header))) + "|")
+    for size in sizes:
+        for kind in ("same-kind", "shifted"):
+            pool = profiles[kind]
+            rows: dict[str, list[float]] = {s: [] for s in (*SIGNAL_COLUMNS, "p")}
+            alerts = dict.fromkeys(rows, 0)
+            chunk_counts, withheld = [], 0
+            for draw in range(args.draws):
+                sample = random.Random(1000 * size + draw).sample(pool, min(size, len(pool)))
+                judged = job_drift(baseline, sample, everything)["summarize@1.0.0"]
+                chunk_counts.append(judged.chunks or 0)
+                withheld += guard.shortfall(len(sample), judged.chunks or 0, ref.documents, ref.chunks) is not None
+                for signal in SIGNAL_COLUMNS:
+                    rows[signal].append(judged.scores[signal])
+                    alerts[signal] += level(signal, judged.scores[signal]) == "alert"
+                assert judged.mmd_p_value is not None
+                rows["p"].append(judged.mmd_p_value)
+                alerts["p"] += p_value_level(judged.mmd_p_value) == "alert"
+            status = "insufficient" if withheld == args.draws else "scored" if not withheld else f"{withheld} withheld"
+            cells = [
+                kind,
+                str(min(size, len(pool))),
+                f"{min(chunk_counts)}–{max(chunk_counts)}",
+                status,
+                *(_cell(rows[s], alerts[s]) for s in SIGNAL_COLUMNS),
+                _cell(rows["p"], alerts["p"], digits=3),
+            ]
+            print("| " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

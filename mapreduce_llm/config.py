@@ -150,6 +150,12 @@ class LimitsConfig(StrictModel):
     many plus ``max_documents_in_flight`` are ever held."""
 
 
+DRIFT_MIN_DOCUMENTS = 40
+"""Default ``monitoring.drift_min_documents`` (and of ``drift check --min-documents``)."""
+DRIFT_MIN_CHUNKS = 40
+"""Default ``monitoring.drift_min_chunks`` (and of ``drift check --min-chunks``)."""
+
+
 class MonitoringConfig(StrictModel):
     """What a job exports for Prometheus and Grafana, and the drift it scores (see monitoring/README.md).
 
@@ -173,6 +179,13 @@ class MonitoringConfig(StrictModel):
     ``summary.json``."""
     baselines_dir: Path | None = None
     """Folder of baselines. Default: ``$MAPREDUCE_LLM_BASELINES``, else ./baselines."""
+    drift_min_documents: Annotated[int, Field(ge=1)] = DRIFT_MIN_DOCUMENTS
+    """Drift of a task@version with fewer documents than this on either side (the job's or the baseline's) is
+    not scored: it is reported as ``insufficient`` with the counts (summary.json, the
+    ``mapreduce_llm_drift_insufficient`` gauge) and nothing is alerted on. In the drift scenario (README), PSI over
+    20 documents of an unchanged kind crossed its alert threshold in up to 6 draws of 10; over 40, in 2."""
+    drift_min_chunks: Annotated[int, Field(ge=1)] = DRIFT_MIN_CHUNKS
+    """The same minimum for chunks on either side."""
 
     @property
     def enabled(self) -> bool:

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from mapreduce_llm.common import DocumentStatus, JobStatus, MapStatus, RecordModel
 
@@ -183,6 +183,40 @@ class DocumentResult(RecordModel):
         return self.status == "error"
 
 
+DriftStatus = Literal["scored", "insufficient"]
+
+
+class VersionDrift(RecordModel):
+    """Drift of one task and prompt version's documents against its baseline reference (summary.json ``drift``).
+
+    ``insufficient``: fewer documents or chunks than ``monitoring.drift_min_documents`` / ``drift_min_chunks`` on
+    either side (the job's or the baseline's); no score is given, so none is exported or alerted on.
+    """
+
+    status: DriftStatus
+    documents: int | None = None
+    """The job's documents of this version (None in summaries written before the guard)."""
+    chunks: int | None = None
+    baseline_documents: int | None = None
+    baseline_chunks: int | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    """PSI, or cosine distance for ``embedding_centroid``, per signal; empty when ``insufficient``."""
+    mmd: float | None = None
+    """Unbiased MMD² between samples of the baseline's and the job's chunk embeddings (RBF kernel)."""
+    mmd_p_value: float | None = None
+    """Permutation p-value of ``mmd``: small when the two samples do not come from one distribution."""
+    note: str | None = None
+    """Why scores or the p-value are missing, when they are."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_scores_only(cls, data: Any) -> Any:
+        """Summaries written before the guard hold the scores alone: ``{signal: score}``."""
+        if isinstance(data, dict) and "status" not in data:
+            return {"status": "scored", "scores": data}
+        return data
+
+
 class JobSummary(RecordModel):
     """summary.json: what one job did."""
 
@@ -221,9 +255,9 @@ class JobSummary(RecordModel):
     """Engine requests actually sent to the engine by this run."""
     max_levels: int = 0
     fatal_error: str | None = None
-    drift: dict[str, dict[str, float]] | None = None
-    """Drift of the job's documents against ``monitoring.baseline``: scores per ``task@version``, then per signal
-    (PSI, or cosine distance for ``embedding_centroid``). None without a baseline."""
+    drift: dict[str, VersionDrift] | None = None
+    """Drift of the job's documents against ``monitoring.baseline``, per ``task@version`` present in both. None
+    without a baseline."""
 
 
 @dataclass(slots=True)

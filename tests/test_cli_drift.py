@@ -52,10 +52,11 @@ def test_profile_then_baseline_then_check(tmp_path: Path) -> None:
     assert made.output.splitlines()[0].startswith("summarize@1.0.0: 30 documents, 30 chunks, ")
     assert (tmp_path / "baselines" / "v1.json").is_file()
 
-    same = _drift(tmp_path, "check", "--results", str(tmp_path / "week1"), "--baseline", "v1")
+    lowered = ["--min-documents", "20", "--min-chunks", "20"]  # the default 40 would withhold 30 documents
+    same = _drift(tmp_path, "check", "--results", str(tmp_path / "week1"), "--baseline", "v1", *lowered)
     assert same.exit_code == 0 and "alert" not in same.output
     assert ["drift", "summarize@1.0.0", "embedding_centroid"] in [line.split()[:3] for line in same.output.splitlines()]
-    other = _drift(tmp_path, "check", "--results", str(tmp_path / "legal"), "--baseline", "v1")
+    other = _drift(tmp_path, "check", "--results", str(tmp_path / "legal"), "--baseline", "v1", *lowered)
     centroid = next(line.split() for line in other.output.splitlines() if "embedding_centroid" in line)
     assert other.exit_code == 2 and centroid[-1] == "alert"
 
@@ -77,3 +78,26 @@ def test_a_folder_without_profiles_or_a_missing_baseline_is_explained(tmp_path: 
     assert made.exit_code == 1 and "profile.jsonl does not exist" in str(made.exception)
     checked = _drift(tmp_path, "check", "--baseline", "x", "--results", str(tmp_path))
     assert checked.exit_code == 1 and "create it with `mapreduce-llm drift baseline" in str(checked.exception)
+
+
+def test_check_withholds_a_small_sample_unless_the_minimum_is_lowered(tmp_path: Path) -> None:
+    """`check` on 3 documents against a 30-document baseline prints `insufficient` with the counts (exit 0);
+    with --min-documents 3 --min-chunks 3 it prints the scores and the MMD p-value. `baseline` says when a
+    baseline itself is under the default minimum (40)."""
+    embedder = FakeEmbedder()
+    for name, n in (("week1", 30), ("few", 3)):
+        folder = _folder(tmp_path / f"in-{name}", PYTHON, n, seed=n)
+        args = ["profile", "--input", str(folder), "--output", str(tmp_path / name), "--max-model-len", "1024"]
+        assert _drift(tmp_path, *args, embedder=embedder).exit_code == 0
+    made = _drift(tmp_path, "baseline", "--results", str(tmp_path / "week1"), "--name", "v1")
+    assert "chunk vectors of 30 documents for the MMD test" in made.output
+    assert "under the default drift minimum (40 documents, 40 chunks)" in made.output
+
+    withheld = _drift(tmp_path, "check", "--results", str(tmp_path / "few"), "--baseline", "v1")
+    assert withheld.exit_code == 0, withheld.output
+    assert withheld.output.split()[:3] == ["drift", "summarize@1.0.0", "insufficient:"]
+    assert "the job has 3 documents, the job has 3 chunks, the baseline has 30 documents" in withheld.output
+    lowered = ["--min-documents", "3", "--min-chunks", "3"]
+    scored = _drift(tmp_path, "check", "--results", str(tmp_path / "few"), "--baseline", "v1", *lowered)
+    signals = [line.split()[2] for line in scored.output.splitlines()]
+    assert "embedding_centroid" in signals and "mmd_p_value" in signals and "insufficient:" not in signals

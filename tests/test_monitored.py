@@ -22,6 +22,7 @@ from mapreduce_llm.monitoring.baselines import BaselineStore
 from mapreduce_llm.monitoring.drift import build_baseline, job_drift
 from mapreduce_llm.monitoring.metrics import LAST_SUCCESS
 from mapreduce_llm.monitoring.profiles import PROFILE_FILE, read_profiles
+from mapreduce_llm.monitoring.verdicts import DriftGuard
 from mapreduce_llm.observers import NoObserver
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import JobSummary
@@ -110,21 +111,57 @@ def test_without_monitoring_nothing_is_exported(tmp_path: Path, tokenizer: HFTok
 def test_drift_reaches_the_summary_the_file_and_the_pushgateway(
     tmp_path: Path, tokenizer: HFTokenizer, baselines: Path
 ) -> None:
-    """A job with a baseline and a Pushgateway: its drift (equal to the drift of the profiles it wrote) is in
-    the returned summary and summary.json, and its figures replace its Pushgateway group, drift gauges too."""
+    """A job with a baseline (drift minimums lowered to its three documents) and a Pushgateway: its drift (equal
+    to the drift of the profiles it wrote) is in the returned summary and summary.json, and its figures replace
+    its Pushgateway group: drift gauges, the MMD p-value and drift_insufficient 0 too."""
+    with FakePushgateway() as gateway:
+        monitoring = {
+            "baseline": "week1",
+            "baselines_dir": str(baselines),
+            "pushgateway": gateway.url,
+            "drift_min_documents": 3,
+            "drift_min_chunks": 3,
+        }
+        spec = _spec(tmp_path, "week2", monitoring, job_id="nightly")
+        summary = _run(spec, tokenizer)
+    expected = job_drift(BaselineStore(baselines).load("week1"), read_profiles(spec.output), DriftGuard(3, 3))
+    scored = expected["summarize@1.0.0"]
+    assert summary.drift == expected and scored.status == "scored"
+    assert set(scored.scores) >= {"embedding_centroid", "prompt_class"} and scored.mmd_p_value is not None
+    assert json.loads((spec.output / "summary.json").read_text())["drift"] == {
+        key: judged.model_dump() for key, judged in expected.items()
+    }
+    (push,) = gateway.pushes
+    assert push.method == "PUT" and push.path == "/metrics/job/nightly/task/summarize"
+    samples = push.samples()
+    version = {"task": "summarize", "version": "1.0.0"}
+    drift = frozenset({"signal": "embedding_centroid", **version}.items())
+    assert samples[("mapreduce_llm_drift_score", drift)] == scored.scores["embedding_centroid"]
+    assert samples[("mapreduce_llm_drift_mmd_p_value", frozenset(version.items()))] == scored.mmd_p_value
+    assert samples[("mapreduce_llm_drift_insufficient", frozenset(version.items()))] == 0
+    assert samples[(LAST_SUCCESS, frozenset())] == summary.finished_at
+
+
+def test_a_job_under_the_drift_minimum_is_flagged_not_scored(
+    tmp_path: Path, tokenizer: HFTokenizer, baselines: Path
+) -> None:
+    """The default minimum (20 documents) against a three-document job and baseline: summary.json's drift says
+    insufficient with the counts, and the Pushgateway gets drift_insufficient 1 and no drift score or p-value."""
     with FakePushgateway() as gateway:
         monitoring = {"baseline": "week1", "baselines_dir": str(baselines), "pushgateway": gateway.url}
         spec = _spec(tmp_path, "week2", monitoring, job_id="nightly")
         summary = _run(spec, tokenizer)
-    expected = job_drift(BaselineStore(baselines).load("week1"), read_profiles(spec.output))
-    assert summary.drift == expected and set(expected["summarize@1.0.0"]) >= {"embedding_centroid", "prompt_class"}
-    assert json.loads((spec.output / "summary.json").read_text())["drift"] == expected
+    assert summary.drift is not None
+    judged = summary.drift["summarize@1.0.0"]
+    assert (judged.status, judged.documents, judged.chunks, judged.scores) == ("insufficient", 3, 3, {})
+    on_disk = json.loads((spec.output / "summary.json").read_text())["drift"]["summarize@1.0.0"]
+    assert on_disk["status"] == "insufficient" and on_disk["baseline_documents"] == 3
+    assert on_disk["note"].startswith("the job has 3 documents")
     (push,) = gateway.pushes
-    assert push.method == "PUT" and push.path == "/metrics/job/nightly/task/summarize"
     samples = push.samples()
-    drift = frozenset({"signal": "embedding_centroid", "task": "summarize", "version": "1.0.0"}.items())
-    assert samples[("mapreduce_llm_drift_score", drift)] == expected["summarize@1.0.0"]["embedding_centroid"]
-    assert samples[(LAST_SUCCESS, frozenset())] == summary.finished_at
+    version = frozenset({"task": "summarize", "version": "1.0.0"}.items())
+    assert samples[("mapreduce_llm_drift_insufficient", version)] == 1
+    assert not {name for name, _ in samples} & {"mapreduce_llm_drift_score", "mapreduce_llm_drift_mmd_p_value"}
 
 
 def test_metrics_are_served_while_the_job_runs(tmp_path: Path, tokenizer: HFTokenizer) -> None:

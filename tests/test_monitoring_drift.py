@@ -11,7 +11,6 @@ from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.monitoring.drift import (
     DOCUMENT_TOKEN_EDGES,
     DriftTally,
-    any_alert,
     bin_index,
     build_baseline,
     cosine_distance,
@@ -19,13 +18,12 @@ from mapreduce_llm.monitoring.drift import (
     histogram,
     job_drift,
     length_class,
-    level,
     psi,
-    score_lines,
     topic_of,
     version_profile,
 )
 from mapreduce_llm.monitoring.profiles import DocumentProfile, iter_profiles, write_profiles
+from mapreduce_llm.monitoring.verdicts import DriftGuard, level
 from tests.fake_embeddings import FakeEmbedder
 
 
@@ -161,7 +159,8 @@ def _versioned(profiles: list[DocumentProfile], version: str, *, plain: bool = F
 
 
 def test_streaming_drift_equals_the_in_memory_scores(tmp_path: Path) -> None:
-    """job_drift over a stream of profiles (read back from profile.jsonl) gives exactly drift_scores' numbers."""
+    """job_drift over a stream of profiles (read back from profile.jsonl, or in another order) gives exactly
+    drift_scores' numbers, and the same MMD test."""
     baseline = build_baseline(
         "b", _profiles(PYTHON, 40, seed=1) + _versioned(_profiles(PYTHON, 20, seed=4), "2.0.0", plain=True), "x"
     )
@@ -179,24 +178,20 @@ def test_streaming_drift_equals_the_in_memory_scores(tmp_path: Path) -> None:
         "embedding_centroid",
         "retrieval_similarity",
     }
-    assert job_drift(baseline, iter_profiles(tmp_path)) == expected
-    assert job_drift(baseline, iter(everything)) == expected
+    guard = DriftGuard(min_documents=1, min_chunks=1)
+    streamed = job_drift(baseline, iter_profiles(tmp_path), guard)
+    assert {key: judged.scores for key, judged in streamed.items()} == expected
+    backwards = job_drift(baseline, iter(everything[::-1]), guard)  # the vector sample ignores the order
+    assert {k: (v.mmd, v.mmd_p_value) for k, v in backwards.items()} == {
+        k: (v.mmd, v.mmd_p_value) for k, v in streamed.items()
+    }
+    assert streamed["summarize@1.0.0"].mmd_p_value is not None
 
 
 def test_levels_follow_the_documented_thresholds() -> None:
-    """PSI: ok up to 0.1, warn up to 0.25, alert above; centroid distance: 0.1 and 0.2."""
+    """PSI: ok up to 0.1, warn up to 0.25, alert above; centroid distance: 0.1 and 0.2 (monitoring/verdicts.py)."""
     assert [level("prompt_class", s) for s in (0.1, 0.2, 0.26)] == ["ok", "warn", "alert"]
     assert [level("embedding_centroid", s) for s in (0.1, 0.15, 0.21)] == ["ok", "warn", "alert"]
-
-
-def test_score_lines_show_each_signal_with_its_level() -> None:
-    """One aligned line per task@version and signal, with its score and level; any_alert tells an alert apart."""
-    scores = {"qa@1.0.0": {"embedding_centroid": 0.25, "document_length": 0.05}}
-    assert [line.split() for line in score_lines(scores)] == [
-        ["drift", "qa@1.0.0", "embedding_centroid", "0.2500", "alert"],
-        ["drift", "qa@1.0.0", "document_length", "0.0500", "ok"],
-    ]
-    assert any_alert(scores) and not any_alert({"qa@1.0.0": {"document_length": 0.2}}) and not any_alert({})
 
 
 def test_the_tally_scores_only_versions_in_the_baseline() -> None:

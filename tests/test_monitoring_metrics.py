@@ -33,6 +33,9 @@ HISTOGRAMS = {
 }
 GAUGES = {
     "drift_score",
+    "drift_insufficient",
+    "drift_mmd",
+    "drift_mmd_p_value",
     "prompt_label_info",
     "job_duration_seconds",
     "job_documents",

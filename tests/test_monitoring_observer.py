@@ -16,7 +16,7 @@ from mapreduce_llm.monitoring.observer import MetricsObserver, top_k
 from mapreduce_llm.monitoring.profiles import profile_document
 from mapreduce_llm.planning import plan_document
 from mapreduce_llm.prompts import select_prompts
-from mapreduce_llm.results import JobSummary
+from mapreduce_llm.results import JobSummary, VersionDrift
 from mapreduce_llm.tokenization import HFTokenizer
 from tests.conftest import PROMPTS, make_job
 from tests.fake_embeddings import FakeEmbedder
@@ -149,11 +149,30 @@ def test_prompt_classes_take_their_topic_from_the_baseline(tokenizer: HFTokenize
 
 
 def test_drift_scores_become_one_gauge_per_signal() -> None:
-    """drift_scored sets mapreduce_llm_drift_score{signal, task, version}."""
+    """drift_scored sets mapreduce_llm_drift_score{signal, task, version}, the MMD statistic and p-value, and
+    drift_insufficient 0."""
     observer = MetricsObserver()
-    observer.drift_scored({"qa@2.0.0": {"embedding_centroid": 0.3, "prompt_class": 0.05}})
-    labels = {"signal": "embedding_centroid", "task": "qa", "version": "2.0.0"}
-    assert _value(observer, "mapreduce_llm_drift_score", **labels) == 0.3
+    scores = {"embedding_centroid": 0.3, "prompt_class": 0.05}
+    observer.drift_scored({"qa@2.0.0": VersionDrift(status="scored", scores=scores, mmd=0.04, mmd_p_value=0.002)})
+    labels = {"task": "qa", "version": "2.0.0"}
+    assert _value(observer, "mapreduce_llm_drift_score", signal="embedding_centroid", **labels) == 0.3
+    assert _value(observer, "mapreduce_llm_drift_mmd", **labels) == 0.04
+    assert _value(observer, "mapreduce_llm_drift_mmd_p_value", **labels) == 0.002
+    assert _value(observer, "mapreduce_llm_drift_insufficient", **labels) == 0
+
+
+def test_an_insufficient_sample_exports_its_flag_and_no_drift() -> None:
+    """An insufficient task@version sets drift_insufficient 1 and no score, MMD or p-value gauge at all."""
+    observer = MetricsObserver()
+    observer.drift_scored({"qa@2.0.0": VersionDrift(status="insufficient", documents=3, baseline_documents=40)})
+    assert _value(observer, "mapreduce_llm_drift_insufficient", task="qa", version="2.0.0") == 1
+    drift_samples = [
+        s.name
+        for m in observer.metrics.registry.collect()
+        for s in m.samples
+        if s.name.startswith("mapreduce_llm_drift_") and s.name != "mapreduce_llm_drift_insufficient"
+    ]
+    assert drift_samples == []
 
 
 def test_failed_job_is_not_a_success() -> None:

@@ -8,6 +8,7 @@ import click
 
 from mapreduce_llm.cli.library import Library
 from mapreduce_llm.cli.options import BASELINES_DIR_HELP, job_options, job_spec
+from mapreduce_llm.config import DRIFT_MIN_CHUNKS, DRIFT_MIN_DOCUMENTS
 
 _RESULTS_OPTION = click.option(
     "--results", type=click.Path(path_type=Path, file_okay=False), required=True, help="A job's folder."
@@ -63,7 +64,14 @@ def drift_baseline(results: Path, name: str, baselines_dir: Path | None) -> None
     baseline = build_baseline(name, read_profiles(results), str(results))
     path = BaselineStore(baselines_dir).save(baseline)
     for key, ref in baseline.versions.items():
-        click.echo(f"{key}: {ref.documents} documents, {ref.chunks} chunks, {len(ref.topic_centroids)} topics")
+        sample = ref.vector_sample
+        kept = f", chunk vectors of {sample.documents} documents for the MMD test" if sample is not None else ""
+        click.echo(f"{key}: {ref.documents} documents, {ref.chunks} chunks, {len(ref.topic_centroids)} topics{kept}")
+        if ref.documents < DRIFT_MIN_DOCUMENTS or ref.chunks < DRIFT_MIN_CHUNKS:
+            click.echo(
+                f"  under the default drift minimum ({DRIFT_MIN_DOCUMENTS} documents, {DRIFT_MIN_CHUNKS} chunks): "
+                "jobs scored against it are reported as insufficient unless the minimum is lowered"
+            )
     click.echo(f"baseline: {path}")
 
 
@@ -71,13 +79,30 @@ def drift_baseline(results: Path, name: str, baselines_dir: Path | None) -> None
 @_RESULTS_OPTION
 @click.option("--baseline", required=True, help="Baseline name.")
 @_BASELINES_OPTION
-def drift_check(results: Path, baseline: str, baselines_dir: Path | None) -> None:
-    """Print the drift scores of a job's DIR/profile.jsonl against a baseline (exit 2 over an alert threshold)."""
+@click.option(
+    "--min-documents",
+    type=click.IntRange(min=1),
+    default=DRIFT_MIN_DOCUMENTS,
+    show_default=True,
+    help="Withhold the drift of a task@version with fewer documents on either side (reported as insufficient).",
+)
+@click.option(
+    "--min-chunks",
+    type=click.IntRange(min=1),
+    default=DRIFT_MIN_CHUNKS,
+    show_default=True,
+    help="The same for chunks.",
+)
+def drift_check(results: Path, baseline: str, baselines_dir: Path | None, min_documents: int, min_chunks: int) -> None:
+    """Print the drift of a job's DIR/profile.jsonl against a baseline: scores and the MMD p-value per
+    task@version, or `insufficient` with the counts (exit 2 over an alert threshold)."""
     from mapreduce_llm.monitoring.baselines import BaselineStore
-    from mapreduce_llm.monitoring.drift import any_alert, job_drift, score_lines
+    from mapreduce_llm.monitoring.drift import job_drift
     from mapreduce_llm.monitoring.profiles import iter_profiles
+    from mapreduce_llm.monitoring.verdicts import DriftGuard, any_alert, score_lines
 
-    scores = job_drift(BaselineStore(baselines_dir).load(baseline), iter_profiles(results))
+    guard = DriftGuard(min_documents, min_chunks)
+    scores = job_drift(BaselineStore(baselines_dir).load(baseline), iter_profiles(results), guard)
     if not scores:
         click.echo("no task@version of the job is in the baseline")
     for line in score_lines(scores):

@@ -57,7 +57,7 @@ def run(ctx: click.Context, spec_file: Path | None, progress: bool | None) -> No
 def summary_lines(summary: JobSummary, output: Path, *, batch: bool = False) -> Iterator[str]:
     """What ``run`` prints at the end: counts, errors by code, where the results are (``batch``: the batch files
     too), and the drift if scored."""
-    from mapreduce_llm.monitoring.drift import score_lines
+    from mapreduce_llm.monitoring.verdicts import score_lines
 
     yield (
         f"{summary.ok} ok, {summary.errors} errors of {summary.documents} documents in {summary.seconds:.1f} s "

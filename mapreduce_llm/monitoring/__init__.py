@@ -4,7 +4,9 @@
 :mod:`.metrics`        :class:`JobMetrics`: every ``mapreduce_llm_*`` series, its buckets and bounded label sets
 :mod:`.observer`       :class:`MetricsObserver`: counts requests, documents and answers; sets job and drift gauges
 :mod:`.profiles`       :class:`DocumentProfile`, ``profile.jsonl``, :class:`ProfileObserver` (the worker thread)
-:mod:`.drift`          PSI, centroid distance, topics, version profiles, scores and levels, :class:`DriftTally`
+:mod:`.drift`          PSI, centroid distance, topics, version profiles, scores, :class:`DriftTally`
+:mod:`.mmd`            the MMD permutation test on chunk embeddings, and the vector samples it compares
+:mod:`.verdicts`       :class:`DriftGuard` (minimum samples, the MMD test beside the scores), levels, printed lines
 :mod:`.baselines`      :class:`BaselineStore`: ``NAME.json`` files in the baselines folder
 :mod:`.export`         :func:`serve_metrics` (``/metrics``) and :func:`push_metrics` (Pushgateway)
 =====================  ==========================================================================================
@@ -29,11 +31,12 @@ from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.errors import OutputInUseError
 from mapreduce_llm.monitoring.baselines import BaselineStore
-from mapreduce_llm.monitoring.drift import DriftScores, DriftTally, level
+from mapreduce_llm.monitoring.drift import DriftScores, DriftTally
 from mapreduce_llm.monitoring.export import PushError, push_metrics, serve_metrics
 from mapreduce_llm.monitoring.metrics import JobMetrics
 from mapreduce_llm.monitoring.observer import MetricsObserver
 from mapreduce_llm.monitoring.profiles import DocumentProfile, ProfileObserver, ProfileSink
+from mapreduce_llm.monitoring.verdicts import DriftGuard, level
 from mapreduce_llm.observers import JobObserver, NoObserver
 from mapreduce_llm.output import SUMMARY_FILE, OutputLock, write_atomic
 from mapreduce_llm.planning import DocumentPlan
@@ -45,6 +48,7 @@ log = structlog.get_logger(__name__)
 __all__ = [
     "BaselineStore",
     "DocumentProfile",
+    "DriftGuard",
     "DriftScores",
     "JobMetrics",
     "JobMonitor",
@@ -103,7 +107,8 @@ class JobMonitor:
             if self.tally is not None and self.profiles.failure is None:
                 self.drift = self.tally.scores()
                 self.metrics.drift_scored(self.drift)
-                log.info("job.drift", baseline=self.tally.baseline.name, scores=self.drift)
+                drift = {key: judged.model_dump(exclude_none=True) for key, judged in self.drift.items()}
+                log.info("job.drift", baseline=self.tally.baseline.name, drift=drift)
         finally:
             self.metrics.job_done(summary)
             self.summary = summary
@@ -155,7 +160,8 @@ def monitored(spec: JobSpec, *, embedder: TextEmbedder | None = None) -> Iterato
     baseline = BaselineStore(config.baselines_dir).load(config.baseline) if config.baseline else None
     embed = config.embed if config.embed is not None else baseline is not None
     metrics = MetricsObserver(labels=prompt_labels(spec), baseline=baseline)
-    tally = DriftTally(baseline) if baseline is not None else None
+    guard = DriftGuard(config.drift_min_documents, config.drift_min_chunks)
+    tally = DriftTally(baseline, guard) if baseline is not None else None
     sinks: list[ProfileSink] = [metrics.profiled]
     if tally is not None:
         sinks.append(lambda profile, _plan: tally.add(profile))

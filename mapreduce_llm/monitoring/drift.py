@@ -4,10 +4,11 @@ over :class:`~mapreduce_llm.monitoring.profiles.DocumentProfile` records: no fil
 - a **version profile** (:class:`VersionProfile`), per task and prompt version of a **baseline**
   (:class:`Baseline`, built by ``mapreduce-llm drift baseline`` from a job's ``profile.jsonl``): the document
   length histogram, prompt class shares, the embedding centroid and spread, topic clusters (k-means over chunk
-  embeddings) and the retrieval similarity histogram;
+  embeddings), the retrieval similarity histogram and a seeded sample of chunk vectors (for the MMD test);
 - **drift scores** (:func:`drift_scores`, streamed by :class:`DriftTally`) of a job's profiles against the
   baseline of the same task and version: PSI for the distributions, cosine distance between embedding
-  centroids; :func:`level` reads a score as ``ok``, ``warn`` or ``alert``.
+  centroids. The tally hands each task and version to a :class:`~mapreduce_llm.monitoring.verdicts.DriftGuard`,
+  which withholds the scores of too small a sample and adds the MMD test; ``verdicts`` also has the levels.
 
 PSI (population stability index) = sum over bins of (p - q) * ln(p / q) ; the credit-scoring convention
 (Siddiqi, *Credit Risk Scorecards*, 2006) reads < 0.1 as stable, 0.1-0.25 as a moderate shift and > 0.25 as a
@@ -20,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +29,10 @@ from pydantic import Field
 
 from mapreduce_llm.common import RecordModel
 from mapreduce_llm.errors import ConfigError
+from mapreduce_llm.monitoring.mmd import VectorSample, VectorSampler, sample_vectors
 from mapreduce_llm.monitoring.profiles import DocumentProfile
+from mapreduce_llm.monitoring.verdicts import DriftGuard
+from mapreduce_llm.results import VersionDrift
 
 DOCUMENT_TOKEN_EDGES: tuple[int, ...] = (256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 """Upper edges of the document length bins (served-model tokens); one more bin above the last."""
@@ -44,13 +48,6 @@ in topic ``other``: data the baseline never saw."""
 SMOOTHING = 0.5
 """Pseudo-count added to every bin before computing PSI."""
 
-PSI_WARN, PSI_ALERT = 0.1, 0.25
-"""PSI thresholds (convention, see the module docstring)."""
-CENTROID_WARN, CENTROID_ALERT = 0.1, 0.2
-"""Cosine distance between embedding centroids. Calibrated on the shipped drift scenario
-(benchmarks/drift_scenario.py): held-out Python docs vs their baseline stay below 0.05, license texts
-reach 0.5 and more. Raise them for corpora whose topics vary more."""
-
 SIGNALS: dict[str, str] = {
     "document_length": "PSI of the document length histogram (served-model tokens)",
     "prompt_class": "PSI of the prompt class shares (map prompt length bucket × topic cluster)",
@@ -59,8 +56,8 @@ SIGNALS: dict[str, str] = {
 }
 """The drift signals, each exported as ``mapreduce_llm_drift_score{signal=...}``."""
 
-DriftScores = dict[str, dict[str, float]]
-"""Drift of a job: scores per ``task@version`` (of both the job and the baseline), then per signal."""
+DriftScores = dict[str, VersionDrift]
+"""Drift of a job per ``task@version`` (of both the job and the baseline): scores, or ``insufficient``."""
 
 
 class VersionProfile(RecordModel):
@@ -82,6 +79,9 @@ class VersionProfile(RecordModel):
     """Chunks less similar than this to their nearest topic centre are in topic ``other``."""
     similarity_counts: list[int] | None = None
     """Chunks per bin of :data:`SIMILARITY_EDGES`."""
+    vector_sample: VectorSample | None = None
+    """Chunk vectors of up to 100 documents (4 chunks each, seeded) for the MMD test. None without embeddings,
+    and in baselines made before the test (their jobs get no p-value)."""
 
 
 class Baseline(RecordModel):
@@ -222,6 +222,7 @@ def version_profile(profiles: Sequence[DocumentProfile]) -> VersionProfile:
         update={
             "class_counts": dict(sorted(classes.items())),
             "similarity_counts": histogram(sims, SIMILARITY_EDGES) if sims else None,
+            "vector_sample": sample_vectors([(p.id, p.chunk_vectors) for p in profiles]),
         }
     )
 
@@ -274,6 +275,9 @@ class VersionTally:
     def __init__(self, reference: VersionProfile) -> None:
         self.reference = reference
         self.documents = 0
+        self.chunks = 0
+        self.sampler = VectorSampler()
+        """The job's sample of chunk vectors for the MMD test."""
         self.length_counts = [0] * (len(DOCUMENT_TOKEN_EDGES) + 1)
         self.classes: Counter[str] = Counter()
         self.similarity_counts = [0] * (len(SIMILARITY_EDGES) + 1)
@@ -284,6 +288,8 @@ class VersionTally:
     def add(self, profile: DocumentProfile) -> None:
         """Count one document's profile."""
         self.documents += 1
+        self.chunks += len(profile.map_prompt_tokens)
+        self.sampler.add(profile.id, profile.chunk_vectors)
         self.length_counts[bin_index(profile.document_tokens, DOCUMENT_TOKEN_EDGES)] += 1
         self.classes.update(prompt_classes(profile, self.reference))
         for s in profile.similarities or []:
@@ -315,10 +321,12 @@ class VersionTally:
 
 class DriftTally:
     """A job's drift against a baseline, one profile at a time: a :class:`VersionTally` per ``task@version``
-    of the baseline; profiles of other versions are not scored."""
+    of the baseline; profiles of other versions are not scored. ``guard`` (default: 40 documents and 40 chunks
+    per side) judges each version at the end."""
 
-    def __init__(self, baseline: Baseline) -> None:
+    def __init__(self, baseline: Baseline, guard: DriftGuard | None = None) -> None:
         self.baseline = baseline
+        self.guard = guard or DriftGuard()
         self.versions: dict[str, VersionTally] = {}
 
     def add(self, profile: DocumentProfile) -> None:
@@ -332,32 +340,13 @@ class DriftTally:
         self.versions[key].add(profile)
 
     def scores(self) -> DriftScores:
-        """Drift scores per ``task@version`` present in both the job and the baseline."""
-        return {key: tally.scores() for key, tally in sorted(self.versions.items())}
+        """Drift per ``task@version`` present in both the job and the baseline, as the guard judges it."""
+        return {key: self.guard.judge(tally.reference, tally) for key, tally in sorted(self.versions.items())}
 
 
-def job_drift(baseline: Baseline, profiles: Iterable[DocumentProfile]) -> DriftScores:
-    """Drift scores per ``task@version`` present in both the job and the baseline; streams ``profiles``."""
-    tally = DriftTally(baseline)
+def job_drift(baseline: Baseline, profiles: Iterable[DocumentProfile], guard: DriftGuard | None = None) -> DriftScores:
+    """Drift per ``task@version`` present in both the job and the baseline; streams ``profiles``."""
+    tally = DriftTally(baseline, guard)
     for p in profiles:
         tally.add(p)
     return tally.scores()
-
-
-def level(signal: str, score: float) -> str:
-    """``ok``, ``warn`` or ``alert`` for one score, by the documented thresholds."""
-    warn, alert = (CENTROID_WARN, CENTROID_ALERT) if signal == "embedding_centroid" else (PSI_WARN, PSI_ALERT)
-    return "alert" if score > alert else "warn" if score > warn else "ok"
-
-
-def any_alert(scores: DriftScores) -> bool:
-    """True when a score of the job is over its alert threshold (``drift check`` then exits with status 2)."""
-    return any(level(signal, score) == "alert" for signals in scores.values() for signal, score in signals.items())
-
-
-def score_lines(scores: DriftScores) -> Iterator[str]:
-    """The scores as ``mapreduce-llm run`` and ``drift check`` print them: one line per task@version and signal,
-    with its level."""
-    for key, signals in scores.items():
-        for signal, score in signals.items():
-            yield f"drift {key:20} {signal:22} {score:8.4f}  {level(signal, score)}"

@@ -171,6 +171,26 @@ class JobMetrics:
             ["signal", *tv],
             registry=r,
         )
+        self.drift_insufficient = Gauge(
+            "mapreduce_llm_drift_insufficient",
+            "1 when a task@version had too few documents or chunks on either side (the job's, the baseline's) to "
+            "be scored: no drift gauge is set for it; 0 when it was scored.",
+            tv,
+            registry=r,
+        )
+        self.drift_mmd = Gauge(
+            "mapreduce_llm_drift_mmd",
+            "MMD² (unbiased, RBF kernel) between samples of the baseline's and the job's chunk embeddings.",
+            tv,
+            registry=r,
+        )
+        self.drift_mmd_p_value = Gauge(
+            "mapreduce_llm_drift_mmd_p_value",
+            "Permutation p-value of the MMD test (over documents): small when the job's chunk embeddings do not "
+            "come from the baseline's distribution.",
+            tv,
+            registry=r,
+        )
         self.prompt_label = Gauge(
             "mapreduce_llm_prompt_label_info",
             "1 for each label (production, canary, ...) pointing at a prompt version.",

@@ -109,12 +109,20 @@ class MetricsObserver:
             query = "question" if plan.document.question else "instruction"
             m.retrievals.labels(task, version, query, quality).inc()
 
-    def drift_scored(self, scores: DriftScores) -> None:
-        """Set one drift gauge per signal, task and version."""
-        for key, signals in scores.items():
+    def drift_scored(self, drift: DriftScores) -> None:
+        """Per task and version: ``drift_insufficient`` (1 or 0); when scored, one drift gauge per signal and the
+        MMD statistic and p-value (when there is one). An insufficient sample sets nothing else."""
+        m = self.metrics
+        for key, judged in drift.items():
             task, _, version = key.partition("@")
-            for signal, score in signals.items():
-                self.metrics.drift.labels(signal, task, version).set(score)
+            m.drift_insufficient.labels(task, version).set(1 if judged.status == "insufficient" else 0)
+            if judged.status == "insufficient":
+                continue
+            for signal, score in judged.scores.items():
+                m.drift.labels(signal, task, version).set(score)
+            if judged.mmd is not None and judged.mmd_p_value is not None:
+                m.drift_mmd.labels(task, version).set(judged.mmd)
+                m.drift_mmd_p_value.labels(task, version).set(judged.mmd_p_value)
 
     def job_done(self, summary: JobSummary) -> None:
         """Set the job gauges: duration, documents by status, last success (a completed job only), not running."""

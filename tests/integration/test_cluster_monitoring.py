@@ -106,6 +106,8 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
                     "embed": False,
                     "baseline": "meeting-notes",
                     "baselines_dir": str(baselines),
+                    "drift_min_documents": 1,  # one document against five: scored, not withheld as insufficient
+                    "drift_min_chunks": 1,
                 },
             }
         )
@@ -132,8 +134,10 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
     assert _scrape(metrics_port) is None  # served for the job's duration only
 
     summary = json.loads((out / "summary.json").read_text())
-    drift = summary["drift"]["qa@1.0.0"]
-    assert set(drift) == {"document_length", "prompt_class"}  # no embeddings on either side
+    judged = summary["drift"]["qa@1.0.0"]
+    drift = judged["scores"]
+    assert judged["status"] == "scored" and set(drift) == {"document_length", "prompt_class"}  # no embeddings
+    assert judged["mmd_p_value"] is None
     assert "drift qa@1.0.0" in logs and "document_length" in logs
 
     pushed = _pushed(pushgateway)
@@ -144,5 +148,6 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
     for signal, score in drift.items():
         labels = frozenset({*task, ("version", "1.0.0"), ("signal", signal)})
         assert pushed[("mapreduce_llm_drift_score", labels)] == pytest.approx(score)
+    assert pushed[("mapreduce_llm_drift_insufficient", frozenset({*task, ("version", "1.0.0")}))] == 0
     requests = [v for (name, _), v in pushed.items() if name == "mapreduce_llm_engine_requests_total"]
     assert sum(requests) == sum(summary["requests"].values())

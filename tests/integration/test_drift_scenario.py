@@ -11,8 +11,9 @@ import pytest
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.embeddings import shared_embedder
 from mapreduce_llm.errors import DocumentError
-from mapreduce_llm.monitoring.drift import build_baseline, job_drift, level
+from mapreduce_llm.monitoring.drift import build_baseline, job_drift
 from mapreduce_llm.monitoring.profiles import DocumentProfile, profile_document
+from mapreduce_llm.monitoring.verdicts import level, p_value_level
 from mapreduce_llm.runner import plan_job
 from tests.conftest import PROMPTS, benchmark_module
 
@@ -43,16 +44,22 @@ def test_corpora_are_disjoint_and_sized(tmp_path: Path) -> None:
 
 
 def test_held_out_documents_stay_under_every_threshold(profiles: dict[str, list[DocumentProfile]]) -> None:
-    """Documents of the baseline's kind (other Python docs pieces) raise no drift alert on any signal."""
+    """Documents of the baseline's kind (other Python docs pieces; 40, the default minimum) raise no drift alert
+    on any signal, the MMD p-value included."""
     baseline = build_baseline("python-docs", profiles["baseline"], "baseline")
-    scores = job_drift(baseline, profiles["heldout"])["summarize@1.0.0"]
-    assert len(scores) == 4
+    judged = job_drift(baseline, profiles["heldout"])["summarize@1.0.0"]
+    scores = judged.scores
+    assert judged.status == "scored" and len(scores) == 4
     assert all(level(signal, score) != "alert" for signal, score in scores.items()), scores
+    assert judged.mmd_p_value is not None and p_value_level(judged.mmd_p_value) != "alert", judged
 
 
 def test_a_different_kind_of_corpus_goes_over_the_thresholds(profiles: dict[str, list[DocumentProfile]]) -> None:
-    """License texts scored against a Python-docs baseline: embedding and class signals alert."""
+    """License texts scored against a Python-docs baseline: embedding and class signals alert, and the MMD
+    p-value is under 0.01."""
     baseline = build_baseline("python-docs", profiles["baseline"], "baseline")
-    scores = job_drift(baseline, profiles["different"])["summarize@1.0.0"]
+    judged = job_drift(baseline, profiles["different"])["summarize@1.0.0"]
+    scores = judged.scores
     assert level("embedding_centroid", scores["embedding_centroid"]) == "alert", scores
     assert level("prompt_class", scores["prompt_class"]) == "alert", scores
+    assert judged.mmd_p_value is not None and p_value_level(judged.mmd_p_value) == "alert", judged

@@ -11,6 +11,7 @@ dashboard must return data.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -26,15 +27,21 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 
 from mapreduce_llm.cli import cli
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.vllm_ray import VLLMRayEngine
+from mapreduce_llm.monitoring.export import serve_metrics
 from mapreduce_llm.prompts import load_calibration, select_prompts, write_calibration
+from mapreduce_llm.results import VersionDrift
 from mapreduce_llm.runner import run_job
+from mapreduce_llm.service.app import create_app
+from mapreduce_llm.service.metrics import ServiceMetrics
 from tests.conftest import CORPUS, PROMPTS, ROOT
 from tests.integration.conftest import TEST_ENGINE
 from tests.integration.test_drift_scenario import _scenario
+from tests.service_helpers import line, make_service
 from tests.test_monitoring_config import dashboard_exprs
 
 MONITORING = ROOT / "monitoring"
@@ -58,6 +65,22 @@ class Stack:
     driver_port: int
 
 
+@contextlib.contextmanager
+def _batch_service_metrics(root: Path, port: int) -> Iterator[None]:
+    """The batch service's own /metrics (as `serve` exports them) with one batch in flight and a few timed API
+    calls, over the fake job runner: the service's dashboard row has series to show."""
+    service = make_service(root)
+    metrics = ServiceMetrics(service.store)
+    service.create([line("a"), line("b")])
+    service.batches.tick()
+    token = "stack-token-0123456789abcdef"
+    with TestClient(create_app(service.batches, [token], middleware=[metrics.middleware])) as client:
+        assert client.get("/v1/batches", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        assert client.get("/v1/batches").status_code == 401
+    with serve_metrics(metrics.registry, port):
+        yield
+
+
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -73,17 +96,19 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) ->
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Prometheus + Pushgateway on loopback, scraping the job driver's port and the Pushgateway every second."""
+    """Prometheus + Pushgateway on loopback, scraping the job driver's port, the Pushgateway and a batch service's
+    /metrics every second."""
     for exe in ("prometheus", "prometheus-pushgateway"):
         if shutil.which(exe) is None:
             pytest.fail(f"{exe} is not installed: `apt-get install prometheus prometheus-pushgateway` (.ci/run does)")
     root = tmp_path_factory.mktemp("prometheus")
-    prom_port, gw_port, driver_port = _free_port(), _free_port(), _free_port()
+    prom_port, gw_port, driver_port, service_port = _free_port(), _free_port(), _free_port(), _free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(MONITORING / "rules" / "recording.yml"), str(MONITORING / "rules" / "alerts.yml")],
         "scrape_configs": [
             {"job_name": "mapreduce-llm-driver", "static_configs": [{"targets": [f"127.0.0.1:{driver_port}"]}]},
+            {"job_name": "mapreduce-llm-service", "static_configs": [{"targets": [f"127.0.0.1:{service_port}"]}]},
             {
                 "job_name": "pushgateway",
                 "honor_labels": True,
@@ -113,7 +138,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         _wait_ready(f"http://127.0.0.1:{gw_port}/-/ready", procs[0])
         _wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", procs[1])
-        yield Stack(f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{gw_port}", driver_port)
+        with _batch_service_metrics(root / "service", service_port):
+            yield Stack(f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{gw_port}", driver_port)
     finally:
         for proc in procs:
             proc.terminate()
@@ -154,11 +180,12 @@ def _monitored_job(
     prompt: str = "summarize",
     job_id: str | None = None,
     prompts_dir: Path = PROMPTS,
-) -> dict[str, dict[str, float]] | None:
+) -> dict[str, VersionDrift] | None:
     """``run_job`` with a ``monitoring:`` section (what `mapreduce-llm run --metrics-port P --pushgateway URL
     [--embed | --baseline NAME]` runs); returns the drift of its summary. Summaries keep 32 output tokens (the
     engine decodes ~30 tokens/s here); other prompts keep their own reservation (qa@2.0.0's answer record needs
-    its 128) and their profiles reuse the vectors of the job's retrieval (embeddings on by default for answers)."""
+    its 128) and their profiles reuse the vectors of the job's retrieval (embeddings on by default for answers).
+    The jobs have 4 documents: the drift minimum is lowered to that (by default 40 would withhold the drift)."""
     summarize = prompt == "summarize"
     spec = JobSpec.model_validate(
         {
@@ -176,11 +203,14 @@ def _monitored_job(
                 "embed": True,
                 "baseline": baseline,
                 "baselines_dir": baselines,
+                "drift_min_documents": 4,
+                "drift_min_chunks": 4,
             },
         }
     )
     summary = run_job(spec, engine=engine)
-    assert json.loads((out / "summary.json").read_text()).get("drift") == summary.drift
+    written = json.loads((out / "summary.json").read_text()).get("drift")
+    assert written == (None if summary.drift is None else {k: v.model_dump() for k, v in summary.drift.items()})
     return summary.drift
 
 
@@ -258,8 +288,9 @@ def test_pushed_figures_are_grouped_by_job_and_task(stack: Stack, two_jobs: dict
 
 def test_drift_alert_fires_for_the_different_corpus(stack: Stack, two_jobs: dict[str, Any]) -> None:
     """Job B's drift gauges are over the thresholds and MapReduceLLMDrift fires in Prometheus."""
-    scores = two_jobs["drift"]["summarize@1.0.0"]  # from the summary: the job's run_job returned it
-    assert scores["embedding_centroid"] > 0.2
+    judged = two_jobs["drift"]["summarize@1.0.0"]  # from the summary: the job's run_job returned it
+    assert judged.status == "scored" and judged.scores["embedding_centroid"] > 0.2
+    assert judged.mmd_p_value is not None  # the dashboard's p-value panel reads it
     firing = _wait_for(
         stack, 'ALERTS{alertname="MapReduceLLMDrift", alertstate="firing", task="summarize", version="1.0.0"}'
     )
