@@ -84,6 +84,7 @@ def test_versions_run_on_one_engine_into_a_folder_each(tmp_path: Path, tokenizer
     assert "answers right" in table[3] and table[3].split()[-4:] == ["0/1", "(0%)", "1/1", "(100%)"]
     assert table[-1] == "better: qa@2.0.0, 2 of 2 documents right against 0"
     assert "qa@1.0.0: 3 ok, 0 errors of 3 documents" in result.stderr
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["better"] == "b"
 
 
 def test_cached_requests_are_not_paid_twice(tmp_path: Path, tokenizer: HFTokenizer) -> None:

@@ -70,17 +70,19 @@ def compare(
 
     A and B are versions or labels. Both jobs run as `run` runs them, on one engine, into DIR/<version>/ with one
     request cache (DIR/cache.sqlite unless the spec sets cache.path), so a rerun reuses every finished result and
-    request. Job flags and --set apply to both.
+    request. Job flags and --set apply to both. The comparison is also written to DIR/comparison.json.
 
     \b
       mapreduce-llm prompts compare qa 1.0.0 2.0.0 --input needles.jsonl --output out/compare-qa
       mapreduce-llm prompts compare qa --results-a out/old --results-b out/new --json
     """
+    from mapreduce_llm.output import write_atomic
     from mapreduce_llm.prompts import default_prompts_dir
+    from mapreduce_llm.prompts.compare import COMPARISON_FILE, dumps, table
     from mapreduce_llm.prompts.compare import compare as compare_sides
-    from mapreduce_llm.prompts.compare import dumps, table
 
     folders = results_a is not None or results_b is not None
+    written: Path | None = None
     if folders and versions:
         raise click.UsageError("give two versions A B, or --results-a and --results-b, not both")
     if folders:
@@ -101,9 +103,12 @@ def compare(
         if "prompt" in given_job_flags():
             raise click.UsageError(f"--prompt does not apply: compare runs {task}@A and {task}@B")
         spec = job_spec(spec_file, need_output=True)
+        written = spec.output / COMPARISON_FILE
         root = prompts_dir or spec.prompts_dir or default_prompts_dir()
         a, b = _run_versions(ctx, spec, [_version(task, v, root) for v in versions], root, progress)
     comparison = compare_sides(task, a, b, (_not_found(root, a[0]), _not_found(root, b[0])))
+    if written is not None:  # beside the two jobs: the figures, whatever else the engine printed on stdout
+        write_atomic(written, dumps(comparison) + "\n")
     click.echo(dumps(comparison) if as_json else "\n".join(table(comparison)))
 
 

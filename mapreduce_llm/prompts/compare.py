@@ -27,6 +27,8 @@ from mapreduce_llm.results import DocumentResult, JobSummary
 
 NOT_FOUND = "NOT FOUND"
 """The ``not_found`` reply assumed when the prompt version that ran is not known (qa's)."""
+COMPARISON_FILE = "comparison.json"
+"""Where ``prompts compare`` writes :func:`dumps` in the folder holding the two jobs it ran."""
 ANSWER_FIELD = "answer"
 """The input field (a record's metadata key) holding a document's expected answer; null: not in the document."""
 
