@@ -10,10 +10,14 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 # The example job (override on the command line, e.g. `make run INPUT=my-docs/ OUTPUT=out/mine`).
-INPUT  ?= benchmarks/corpus/docs
-OUTPUT ?= out/example
+# With a qa prompt (`make run PROMPT=qa`) the default input is the needle test split (benchmarks/needles.py:
+# questions about facts planted in long documents, built on first use), in chunks of the size the thresholds
+# of qa's checked answers were calibrated with.
 PROMPT ?= summarize
-RUN_ARGS ?=
+QA      = $(filter qa qa@%,$(PROMPT))
+INPUT  ?= $(if $(QA),out/needles-test.jsonl,benchmarks/corpus/docs)
+OUTPUT ?= $(if $(QA),out/example-qa,out/example)
+RUN_ARGS ?= $(if $(QA),--max-chunk-tokens 1200)
 
 .PHONY: setup run serve test lint typecheck unit integration bench clean
 
@@ -32,8 +36,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/mapreduce-llm models prepare
 	touch $(STAMP)
 
-run: setup
+run: setup $(filter out/needles-%.jsonl,$(INPUT))
 	$(BIN)/mapreduce-llm run --input $(INPUT) --output $(OUTPUT) --prompt $(PROMPT) $(RUN_ARGS)
+
+out/needles-%.jsonl: benchmarks/needles.py | setup
+	$(PY) benchmarks/needles.py --split $* --out $@
 
 # The batch service: OpenAI's Files + Batches API on http://$(SERVE_HOST):$(SERVE_PORT)/v1, each batch run as
 # Ray jobs on a local token-auth Ray head it starts (or SERVE_ARGS="--ray-address URL").
