@@ -1,5 +1,7 @@
 """Jobs on a real Ray cluster with token authentication, through `mapreduce-llm cluster submit/status/logs/list`.
 
+The job that runs there (with monitoring in its spec) is in test_cluster_monitoring.py, on this module's head.
+
 A Ray head (`ray start --head --block`) runs on loopback in its own process session, with its own temp
 folder and ports outside Ray's worker port range, so it does not meet the Ray that other integration tests
 start inside pytest. It is stopped by process id at the end (never `ray stop`, which would end every Ray on
@@ -9,7 +11,6 @@ the machine).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -24,9 +25,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
-
-from tests.conftest import PROMPTS
 
 BIN = Path(sys.executable).parent
 STARTUP_S = 120
@@ -148,50 +146,3 @@ def test_submission_without_token_is_refused(cluster: Cluster, tmp_path: Path) -
     assert done.returncode == 1
     assert "refused the request" in done.stderr and "RAY_AUTH_TOKEN" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_job_runs_on_the_cluster(cluster: Cluster, tmp_path: Path) -> None:
-    """A real job with the embedded model: submitted with the token, it succeeds and writes its results."""
-    src = tmp_path / "questions.jsonl"
-    text = "The meeting notes. The access code for the archive room is 4721. The room is on the third floor."
-    src.write_text(json.dumps({"id": "n", "text": text, "question": "What is the access code for the archive room?"}))
-    out = tmp_path / "out"
-    spec = tmp_path / "job.yaml"
-    spec.write_text(
-        yaml.safe_dump(
-            {
-                "input": "questions.jsonl",  # relative: sent along with the job
-                "output": str(out),  # a path on the cluster (here the same machine)
-                "prompt": "qa@1.0.0",
-                "prompts_dir": str(PROMPTS),
-                "engine": {"max_model_len": 1024, "kv_cache_space_gib": 1, "engine_kwargs": {"enforce_eager": True}},
-                "sampling": {"reserved_output_tokens": 32},
-            }
-        )
-    )
-    submitted = _cli(
-        cluster.env, "cluster", "submit", str(spec), "--address", cluster.address, "--job-id", "cluster-qa"
-    )
-    assert submitted.returncode == 0, submitted.stderr
-    submission = submitted.stdout.strip().splitlines()[-1]
-
-    deadline = time.monotonic() + JOB_S
-    state = ""
-    while time.monotonic() < deadline:
-        status = _cli(cluster.env, "cluster", "status", submission, "--address", cluster.address)
-        assert status.returncode == 0, status.stderr
-        state = status.stdout.split(":", 1)[1].split()[0]
-        if state in {"SUCCEEDED", "FAILED", "STOPPED"}:
-            break
-        time.sleep(5)
-    logs = _cli(cluster.env, "cluster", "logs", submission, "--address", cluster.address).stdout
-    assert state == "SUCCEEDED", f"{status.stdout}\n{logs[-3000:]}"
-    assert "task: qa" in status.stdout and "prompt_versions: 1.0.0" in status.stdout
-    assert "1 ok, 0 errors of 1 documents" in logs
-
-    (result,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert result["status"] == "ok" and result["output"].strip() and result["prompt"]["version"] == "1.0.0"
-    assert json.loads((out / "summary.json").read_text())["job_id"] == "cluster-qa"
-
-    listed = _cli(cluster.env, "cluster", "list", "--address", cluster.address)
-    assert submission in listed.stdout and "SUCCEEDED" in listed.stdout

@@ -75,9 +75,10 @@ def _scrape(port: int) -> str | None:
 
 
 def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgateway: str, tmp_path: Path) -> None:  # noqa: F811
-    """Submitted with monitoring in its spec, a job serves /metrics while it runs, scores drift against the
-    uploaded baseline (printed, and in summary.json) and leaves its figures, drift gauges included, in the
-    Pushgateway group of its job id and task."""
+    """A real job with the embedded model, submitted with the token and monitoring in its spec: it succeeds and
+    writes its results, `cluster status|logs|list` show it, it serves /metrics while it runs, scores drift against
+    the uploaded baseline (printed, and in summary.json) and leaves its figures, drift gauges included, in the
+    Pushgateway group of its job id and task. (One job for both: each job starts an engine on the cluster.)"""
     baselines = tmp_path / "baselines"
     reference = [
         DocumentProfile(id=f"b{i}", task="qa", version="1.0.0", document_tokens=4000, map_prompt_tokens=[900] * 4)
@@ -93,8 +94,8 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
     spec.write_text(
         yaml.safe_dump(
             {
-                "input": "questions.jsonl",
-                "output": str(out),
+                "input": "questions.jsonl",  # relative: sent along with the job
+                "output": str(out),  # a path on the cluster (here the same machine)
                 "job_id": JOB_ID,
                 "prompt": "qa@1.0.0",
                 "prompts_dir": str(PROMPTS),
@@ -130,10 +131,17 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
         time.sleep(2)
     logs = _cli(cluster.env, "cluster", "logs", submission, "--address", cluster.address).stdout
     assert state == "SUCCEEDED", f"{status.stdout}\n{logs[-3000:]}"
+    assert "task: qa" in status.stdout and "prompt_versions: 1.0.0" in status.stdout
+    assert "1 ok, 0 errors of 1 documents" in logs
+    (result,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert result["status"] == "ok" and result["output"].strip() and result["prompt"]["version"] == "1.0.0"
+    listed = _cli(cluster.env, "cluster", "list", "--address", cluster.address)
+    assert submission in listed.stdout and "SUCCEEDED" in listed.stdout
     assert served is not None and "mapreduce_llm_job_running 1.0" in served, "no /metrics while the job ran"
     assert _scrape(metrics_port) is None  # served for the job's duration only
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["job_id"] == JOB_ID
     judged = summary["drift"]["qa@1.0.0"]
     drift = judged["scores"]
     assert judged["status"] == "scored" and set(drift) == {"document_length", "prompt_class"}  # no embeddings

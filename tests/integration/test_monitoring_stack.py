@@ -17,6 +17,7 @@ import math
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -67,18 +68,32 @@ class Stack:
 
 @contextlib.contextmanager
 def _batch_service_metrics(root: Path, port: int) -> Iterator[None]:
-    """The batch service's own /metrics (as `serve` exports them) with one batch in flight and a few timed API
-    calls, over the fake job runner: the service's dashboard row has series to show."""
+    """The batch service's own /metrics (as `serve` exports them) with one batch in flight and API calls every
+    half second (a latency quantile over a rate needs requests in its window), over the fake job runner: the
+    service's dashboard row has series to show."""
     service = make_service(root)
     metrics = ServiceMetrics(service.store)
     service.create([line("a"), line("b")])
     service.batches.tick()
     token = "stack-token-0123456789abcdef"
-    with TestClient(create_app(service.batches, [token], middleware=[metrics.middleware])) as client:
-        assert client.get("/v1/batches", headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        assert client.get("/v1/batches").status_code == 401
-    with serve_metrics(metrics.registry, port):
-        yield
+    stop = threading.Event()
+
+    def calls(client: TestClient) -> None:
+        while not stop.wait(0.5):
+            client.get("/v1/batches", headers={"Authorization": f"Bearer {token}"})
+            client.get("/v1/batches")  # a 401
+
+    with (
+        TestClient(create_app(service.batches, [token], middleware=[metrics.middleware])) as client,
+        serve_metrics(metrics.registry, port),
+    ):
+        caller = threading.Thread(target=calls, args=(client,), daemon=True)
+        caller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            caller.join(timeout=10)
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
