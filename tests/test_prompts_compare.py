@@ -154,6 +154,7 @@ def test_table_has_a_row_per_figure_and_names_the_better_side(tmp_path: Path) ->
     assert rows["answers right"].split()[-4:] == ["1/2", "(50%)", "1/2", "(50%)"]
     assert rows['"not found" right'].split()[-4:] == ["0/1", "(0%)", "1/1", "(100%)"]
     assert "1 (1 engine_request)" in rows["errors"]
+    assert rows["job seconds"].split()[-1] == "–" and rows["engine requests (sent this run)"].split()[-1] == "(–)"
     assert lines[-1] == "better: new, 2 of 3 documents right against 1"
 
 

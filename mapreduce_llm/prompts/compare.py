@@ -303,10 +303,6 @@ def table(comparison: Comparison) -> list[str]:
         codes = ", ".join(f"{n} {code}" for code, n in s.errors_by_code.items())
         return f"{s.errors} ({codes})" if codes else str(s.errors)
 
-    def per_document(s: Side) -> str:
-        job = "" if s.job_seconds is None else f"; job {s.job_seconds:.1f} s"
-        return f"{_quantiles(s.document_seconds, 1)}{job}"
-
     rows: list[tuple[str, str, str]] = [
         ("", a.name, b.name),
         ("documents", str(a.documents), str(b.documents)),
@@ -332,7 +328,12 @@ def table(comparison: Comparison) -> list[str]:
             f"{a.requests} ({_optional(a.requests_sent)})",
             f"{b.requests} ({_optional(b.requests_sent)})",
         ),
-        ("seconds per document p10 / median / p90", per_document(a), per_document(b)),
+        (
+            "seconds per document p10 / median / p90",
+            _quantiles(a.document_seconds, 1),
+            _quantiles(b.document_seconds, 1),
+        ),
+        ("job seconds", _optional(a.job_seconds, ".1f"), _optional(b.job_seconds, ".1f")),
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [f"{label:<{widths[0]}}  {x:>{widths[1]}}  {y:>{widths[2]}}".rstrip() for label, x, y in rows]
