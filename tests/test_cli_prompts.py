@@ -19,7 +19,7 @@ from tests.conftest import PROMPTS
 def prompts(tmp_path: Path) -> Path:
     """A private copy of the shipped prompts/ folder to edit."""
     root = tmp_path / "prompts"
-    shutil.copytree(PROMPTS, root)
+    shutil.copytree(PROMPTS, root, ignore=shutil.ignore_patterns("history.jsonl"))  # the shipped history is not ours
     return root
 
 
@@ -33,7 +33,7 @@ def test_list_shows_tasks_versions_and_labels() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert any(line.startswith("qa: ") for line in lines) and any(line.startswith("summarize: ") for line in lines)
-    assert ["1.0.0", "production"] in [line.split() for line in lines]
+    assert [load_labels(PROMPTS, "qa").labels["production"], "production"] in [line.split() for line in lines]
 
 
 def test_list_shows_a_rollout(prompts: Path) -> None:

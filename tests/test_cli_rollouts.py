@@ -24,7 +24,7 @@ ADA = Library(who=lambda root: "Ada <ada@example.org>", now=lambda: WHEN)
 def prompts(tmp_path: Path) -> Path:
     """A private copy of the shipped prompts/ folder, with 1.1.0 of qa at 10% under the rollout."""
     root = tmp_path / "prompts"
-    shutil.copytree(PROMPTS, root)
+    shutil.copytree(PROMPTS, root, ignore=shutil.ignore_patterns("history.jsonl"))  # the shipped history is not ours
     (root / "qa" / "labels.yaml").write_text("labels:\n  production: 1.0.0\n  canary: 1.1.0\n")
     set_rollout(root, "qa", "1.1.0", 10)
     return root

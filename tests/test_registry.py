@@ -32,6 +32,7 @@ def prompts(tmp_path: Path) -> Path:
 
 def test_references_pin_label_or_roll_out(prompts: Path) -> None:
     """TASK@VERSION pins, TASK@LABEL follows the label, TASK without rollout is production."""
+    (prompts / "qa" / "labels.yaml").write_text("labels: {production: 1.0.0, canary: 1.1.0}\n")
     assert select_prompts("qa@1.1.0", prompts).base.version == "1.1.0"
     assert select_prompts("qa@canary", prompts).base.version == "1.1.0"
     assert select_prompts("qa@production", prompts).base.version == "1.0.0"

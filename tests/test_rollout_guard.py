@@ -25,7 +25,7 @@ DEFAULTS = GuardConfig()
 def prompts(tmp_path: Path) -> Path:
     """A private copy of the shipped prompts/ folder to edit."""
     root = tmp_path / "prompts"
-    shutil.copytree(PROMPTS, root)
+    shutil.copytree(PROMPTS, root, ignore=shutil.ignore_patterns("history.jsonl"))  # the shipped history is not ours
     return root
 
 
