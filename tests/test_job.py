@@ -91,7 +91,7 @@ def test_qa_not_found_when_no_chunk_answers(tmp_path: Path, tokenizer: HFTokeniz
         return "NOT FOUND" if req.stage == "map" else "unused"
 
     engine = FakeEngine(tokenizer, respond=respond)
-    results = _run(_spec(tmp_path, src, prompt="qa"), engine, tokenizer)
+    results = _run(_spec(tmp_path, src, prompt="qa@1.0.0"), engine, tokenizer)
     assert results[0]["output"] == "NOT FOUND" and results[0]["not_found"] is True
     assert results[0]["levels"] == 0 and "reduce" not in results[0]["usage"]["requests"]
     assert results[1]["status"] == "error" and results[1]["error"]["code"] == "missing_variable"
@@ -115,7 +115,7 @@ def test_qa_reduces_only_answers_with_their_provenance(
         return "Final: logging."
 
     engine = FakeEngine(tokenizer, respond=respond)
-    (result,) = _run(_spec(tmp_path, src, prompt="qa"), engine, tokenizer)
+    (result,) = _run(_spec(tmp_path, src, prompt="qa@1.0.0"), engine, tokenizer)
     assert result["output"] == "Final: logging." and result["not_found"] is False
     for p in result["provenance"]:
         assert "logging" in text[p["start"] : p["end"]]
@@ -203,7 +203,8 @@ def test_canary_rollout_over_forty_documents(tmp_path: Path, tokenizer: HFTokeni
     from mapreduce_llm.prompts import set_rollout
 
     prompts = tmp_path / "prompts"
-    shutil.copytree(PROMPTS, prompts)
+    shutil.copytree(PROMPTS, prompts, ignore=shutil.ignore_patterns("history.jsonl"))
+    (prompts / "qa" / "labels.yaml").write_text("labels:\n  production: 1.0.0\n")  # free-text qa, whatever ships
     set_rollout(prompts, "qa", "1.1.0", 50)
     src = tmp_path / "qa.jsonl"
     src.write_text(

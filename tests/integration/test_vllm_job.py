@@ -78,11 +78,11 @@ def test_summary_counts_the_job(summarize_run: Path) -> None:
 
 
 def test_qa_answers_from_the_text(engine: VLLMRayEngine, tmp_path: Path) -> None:
-    """qa on the real model: a short document's planted fact comes back in the answer."""
+    """Free-text qa (1.0.0) on the real model: a short document's planted fact comes back in the answer."""
     src = tmp_path / "qa.jsonl"
     text = "The meeting notes. The access code for the archive room is 4721. The room is on the third floor."
     src.write_text(json.dumps({"id": "n", "text": text, "question": "What is the access code for the archive room?"}))
-    run_job(_spec(src, tmp_path / "out", "qa"), engine=engine)
+    run_job(_spec(src, tmp_path / "out", "qa@1.0.0"), engine=engine)
     (result,) = _results(tmp_path / "out")
     assert result["status"] == "ok" and "4721" in result["output"]
     assert result["prompt"] == {"name": "qa", "version": "1.0.0"} and result["question"].startswith("What")
