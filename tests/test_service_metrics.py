@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
+from mapreduce_llm.errors import ConfigError
+from mapreduce_llm.service import ServeSettings, serve
 from mapreduce_llm.service.app import create_app
 from mapreduce_llm.service.metrics import ServiceMetrics
+from tests.conftest import PROMPTS
 from tests.service_helpers import line, make_service
 
 TOKEN = "metrics-token-0123456789abcdef"
@@ -62,3 +67,15 @@ def test_http_latency_is_labelled_by_route_template_and_status(tmp_path: Path) -
     assert _value(registry, LATENCY, method="GET", route="unmatched", status="404") == 1
     routes = {s.labels["route"] for m in registry.collect() for s in m.samples if "route" in s.labels}
     assert not any("batch_nope" in r or "batch_other" in r for r in routes)
+
+
+def test_a_busy_metrics_port_stops_serve_before_ray_starts(tmp_path: Path) -> None:
+    """serve with its metrics port taken: a ConfigError naming --metrics-port (not the job spec's field), at once."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        settings = ServeSettings(state=tmp_path / "state", metrics_port=port, settings={"prompts_dir": str(PROMPTS)})
+        with pytest.raises(ConfigError, match="--metrics-port") as info:
+            serve(settings)
+    assert info.value.parameter == "metrics_port"

@@ -12,6 +12,7 @@ from typing import Any
 
 import structlog
 
+from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.service.batches import Batches
 from mapreduce_llm.service.limits import ServiceLimits
 from mapreduce_llm.service.specs import SpecTemplate
@@ -67,7 +68,15 @@ def serve(settings: ServeSettings) -> None:
     webhooks = open_webhooks(state, settings.webhook_url, settings.webhook_secret_file, settings.webhook_policy)
     metrics = ServiceMetrics(store)
     with ExitStack() as stack:
-        stack.enter_context(serve_metrics(metrics.registry, settings.metrics_port, settings.metrics_host))
+        try:
+            stack.enter_context(serve_metrics(metrics.registry, settings.metrics_port, settings.metrics_host))
+        except ConfigError as exc:  # it names the job spec's field; serve's is a flag
+            raise ConfigError(
+                f"cannot serve the service's /metrics on {settings.metrics_host}:{settings.metrics_port} (is "
+                "another service running?); pass --metrics-port with a free port, 0 for any, or off",
+                parameter="metrics_port",
+                value=settings.metrics_port,
+            ) from exc
         address = settings.ray_address
         if address is None:
             head = stack.enter_context(LocalRayHead(num_cpus=settings.num_cpus))
