@@ -265,3 +265,19 @@ def test_who_comes_from_git_config_else_the_os_user(tmp_path: Path, monkeypatch:
     assert current_user(plain) == "Ada Lovelace"
     subprocess.run(["git", "-C", str(plain), "config", "user.email", "ada@example.org"], check=True)
     assert current_user(plain) == "Ada Lovelace <ada@example.org>"
+
+
+def test_a_right_not_found_is_not_counted_against_a_version(tmp_path: Path) -> None:
+    """Inputs with expected answers: "not found" on a document without the fact is left out of the not-found rate."""
+    canary = documents("2.0.0", 10, not_found=4)
+    for i, record in enumerate(canary):  # the 4 "not found" documents: 3 lack the fact, 1 holds it
+        record.metadata["answer"] = None if i < 3 else "blue"
+    production = documents("1.0.0", 10)
+    for record in production:
+        record.metadata["answer"] = "blue"
+    folder = write_results(tmp_path / "run", production + canary)
+    prod, can = ResultsEvidence(folder, folder).pair("qa", "1.0.0", "2.0.0")
+    assert (can.not_found, can.not_found_of) == (1, 7) and can.value("not_found_rate") == pytest.approx(1 / 7)
+    assert prod.value("not_found_rate") == 0.0
+    unlabelled = write_results(tmp_path / "plain", documents("2.0.0", 10, not_found=4))
+    assert results_figures(unlabelled, "qa", "2.0.0").value("not_found_rate") == pytest.approx(0.4)

@@ -63,7 +63,7 @@ def results_figures(folder: Path, task: str, version: str) -> Figures:
             if record.failed:
                 errors += 1
                 continue
-            if record.not_found is not None:
+            if record.not_found is not None and not _expects_not_found(record):
                 answered_with_flag += 1
                 not_found += record.not_found
             map_answers += len(record.answers)
@@ -76,6 +76,7 @@ def results_figures(folder: Path, task: str, version: str) -> Figures:
         documents=documents,
         errors=errors,
         not_found=not_found if answered_with_flag else None,
+        not_found_of=answered_with_flag or None,
         map_answers=map_answers,
         parse_failures=parse_failures,
         mean_confidence=sum(confidences) / len(confidences) if confidences else None,
@@ -190,3 +191,9 @@ class PrometheusEvidence:
             )
             for v in versions
         }
+
+
+def _expects_not_found(record: DocumentResult) -> bool:
+    """The input says the document does not hold the answer (JSONL field ``answer`` null, kept in the result's
+    metadata): "not found" is the right reply there, so it is not counted in the version's not-found rate."""
+    return "answer" in record.metadata and record.metadata["answer"] is None

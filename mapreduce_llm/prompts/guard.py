@@ -54,6 +54,9 @@ class Figures:
     errors: int = 0
     not_found: int | None = None
     """Answered documents that came back "not found" (None: the task has no such answer)."""
+    not_found_of: int | None = None
+    """The documents ``not_found`` is counted over (None: every document with an output). From result folders
+    whose input carries expected answers, documents known not to hold the answer are left out of both."""
     map_answers: int = 0
     parse_failures: int = 0
     mean_confidence: float | None = None
@@ -72,7 +75,8 @@ class Figures:
         if metric == "parse_failure_rate":
             return self.parse_failures / self.map_answers if self.map_answers else None
         if metric == "not_found_rate":
-            return self.not_found / self.ok if self.not_found is not None and self.ok else None
+            base = self.ok if self.not_found_of is None else self.not_found_of
+            return self.not_found / base if self.not_found is not None and base else None
         if metric == "mean_confidence":
             return self.mean_confidence
         if metric == "drift_score":
