@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mapreduce_llm.service.ray_head import free_ports
+
 BIN = Path(sys.executable).parent
 STARTUP_S = 120
 JOB_S = 600  # an engine start and one document; generous for a machine shared with other work
@@ -37,23 +39,6 @@ class Cluster:
     token: str
     env: dict[str, str]
     """Environment of a client that has the token (and RAY_AUTH_MODE=token)."""
-
-
-def _free_ports(low: int, count: int) -> list[int]:
-    """``count`` free loopback ports from ``low`` up (above Ray's default worker ports, 10002-19999)."""
-    import socket
-
-    ports: list[int] = []
-    for port in range(low, low + 5000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise RuntimeError(f"not {count} free ports from {low}")
 
 
 def _session_pids(sid: int) -> list[int]:
@@ -78,7 +63,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     token = secrets.token_hex(32)
     token_file = root / "auth_token"
     token_file.write_text(token)
-    gcs, dashboard, agent, agent_grpc, metrics, runtime_env, client = _free_ports(26379, 7)
+    gcs, dashboard, agent, agent_grpc, metrics, runtime_env, client = free_ports(26379, 7)
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -23,8 +23,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from mapreduce_llm.monitoring.baselines import BaselineStore
 from mapreduce_llm.monitoring.drift import build_baseline
 from mapreduce_llm.monitoring.profiles import DocumentProfile
+from mapreduce_llm.service.ray_head import free_ports
 from tests.conftest import PROMPTS
-from tests.integration.test_cluster import JOB_S, Cluster, _cli, _free_ports, cluster  # noqa: F401 - cluster: a fixture
+from tests.integration.test_cluster import JOB_S, Cluster, _cli, cluster  # noqa: F401 - cluster: a fixture
 from tests.integration.test_monitoring_stack import _wait_ready
 
 JOB_ID = "cluster-monitored"
@@ -35,7 +36,7 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Pushgateway on a free loopback port, holding what is pushed in memory only; yields its URL."""
     if shutil.which("prometheus-pushgateway") is None:
         pytest.fail("prometheus-pushgateway is not installed: `apt-get install prometheus-pushgateway`")
-    (port,) = _free_ports(28100, 1)  # below Ray's worker ports (33000-33999 for the test head)
+    (port,) = free_ports(28100, 1)  # below Ray's worker ports (33000-33999 for the test head)
     log = tmp_path_factory.mktemp("pushgateway") / "pushgateway.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
@@ -89,7 +90,7 @@ def test_a_submitted_job_exports_to_the_pushgateway(cluster: Cluster, pushgatewa
     text = "The meeting notes. The access code for the archive room is 4721. The room is on the third floor."
     src.write_text(json.dumps({"id": "n", "text": text, "question": "What is the access code for the archive room?"}))
     out = tmp_path / "out"
-    (metrics_port,) = _free_ports(28200, 1)
+    (metrics_port,) = free_ports(28200, 1)
     spec = tmp_path / "job.yaml"
     spec.write_text(
         yaml.safe_dump(
