@@ -20,7 +20,7 @@ INPUT  ?= $(if $(QA),out/needles-test.jsonl,benchmarks/corpus/example)
 OUTPUT ?= $(if $(QA),out/example-qa,out/example)
 RUN_ARGS ?= $(if $(QA),--max-chunk-tokens 1200)
 
-.PHONY: setup run serve test lint typecheck unit integration bench clean
+.PHONY: setup run serve test lint typecheck unit integration bench dashboards clean
 
 setup: $(STAMP)
 
@@ -55,8 +55,8 @@ serve: setup
 	$(BIN)/mapreduce-llm serve --host $(SERVE_HOST) --port $(SERVE_PORT) --state $(SERVE_STATE) $(SERVE_ARGS)
 
 lint: setup
-	$(BIN)/ruff check mapreduce_llm tests benchmarks
-	$(BIN)/ruff format --check mapreduce_llm tests benchmarks
+	$(BIN)/ruff check mapreduce_llm tests benchmarks monitoring
+	$(BIN)/ruff format --check mapreduce_llm tests benchmarks monitoring
 
 typecheck: setup
 	$(BIN)/mypy
@@ -74,6 +74,10 @@ bench: setup
 	$(PY) benchmarks/chunking_throughput.py
 	$(PY) benchmarks/pipeline_vs_levels.py
 	$(PY) benchmarks/quality.py
+
+# The Grafana dashboard JSON, generated from monitoring/dashboards.py (commit both; a test fails when they differ).
+dashboards: setup
+	$(PY) monitoring/dashboards.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis
