@@ -26,6 +26,7 @@ from grafana_foundation_sdk.builders.dashboard import (
     DashboardLink,
     DatasourceVariable,
     Row,
+    ThresholdsConfig,
 )
 from grafana_foundation_sdk.builders.prometheus import Dataquery
 from grafana_foundation_sdk.cog.builder import Builder
@@ -34,12 +35,17 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
 from grafana_foundation_sdk.models.text import TextMode
 
+from mapreduce_llm.prompts.evidence import LIVE_JOB
+from mapreduce_llm.prompts.guard import GuardConfig
+
 UID = "mapreduce-llm"
 OUTPUT = Path(__file__).parent / "grafana" / "dashboards" / "mapreduce-llm.json"
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 """Every panel's datasource: the dashboard's ``datasource`` variable."""
 WIDTH, HEIGHT = 12, 8
 """A panel's size in grid units: two panels side by side (the grid is 24 wide)."""
+FINISHED = f'job!="{LIVE_JOB}"'
+"""Finished jobs only (Pushgateway groups): the rollout guard's selector, which leaves out the live driver."""
 
 P = TypeVar("P", timeseries.Panel, bargauge.Panel, stat.Panel, piechart.Panel)
 
@@ -328,12 +334,40 @@ def drift_row() -> Section:
                 query("min by (task, version) (mapreduce_llm_drift_mmd_p_value)", "{{task}}@{{version}} p-value"),
                 query("max by (task, version) (mapreduce_llm_drift_insufficient)", "{{task}}@{{version}} insufficient"),
             ),
+            bars(
+                "Drift test: MMD² of chunk embeddings",
+                "The statistic behind the p-value: unbiased MMD² (RBF kernel) between the baseline's and the job's "
+                "chunk embeddings, largest of any job per task@version. Near 0 (or below) for the same kind of "
+                "documents; its size depends on the embedding model, so compare it across jobs, not with a fixed "
+                "threshold.",
+                "short",
+                query("max by (task, version) (mapreduce_llm_drift_mmd)", "{{task}}@{{version}} MMD²"),
+            ),
         ],
     )
 
 
+def _guarded(numerator: str, denominator: str) -> str:
+    """A per-version ratio over finished jobs, 0 (not absent) when the numerator has no series."""
+    return (
+        f"(sum by (task, version) ({numerator}) or 0 * sum by (task, version) ({denominator}))"
+        f" / sum by (task, version) ({denominator})"
+    )
+
+
 def rollouts_row() -> Section:
-    """Canary vs production."""
+    """Canary vs production, and the figures the rollout guard judges."""
+    guard = GuardConfig()
+    documents = f"mapreduce_llm_documents_total{{{FINISHED}}}"
+    source = (
+        "What `prompts rollout --prometheus URL` compares: summed per prompt version over every finished job "
+        "(Pushgateway groups; the live driver is left out). The guard's decisions are printed, logged and kept in "
+        "prompts/<task>/history.jsonl."
+    )
+    guarded = (
+        f"{source} Thresholds are rises (drops for confidence) of the canary over production, in the guard: "
+        "section of prompts/<task>/labels.yaml."
+    )
     return Section(
         "Prompt rollouts",
         [
@@ -349,6 +383,68 @@ def rollouts_row() -> Section:
                 "Failed documents per prompt label. Alert MapReduceLLMCanaryDiverging 5 points apart.",
                 "percentunit",
                 query("task_label:mapreduce_llm_document_error:ratio", "{{task}} {{label}}"),
+            ),
+            bars(
+                "Rollout guard: documents per version",
+                f"{source} Either side under guard.min_documents ({guard.min_documents} by default; red below it) "
+                "is insufficient data: the rollout may reach guard.first_step, no further.",
+                "short",
+                query(f"sum by (task, version) ({documents})", "{{task}}@{{version}}"),
+            ).thresholds(
+                ThresholdsConfig()
+                .mode(model.ThresholdsMode.ABSOLUTE)
+                .steps([model.Threshold(None, "red"), model.Threshold(guard.min_documents, "green")])
+            ),
+            graph(
+                "Rollout guard: error rate per version",
+                f"{guarded} Limit: {guard.error_rate:g} above production (guard.error_rate, default).",
+                "percentunit",
+                query(
+                    _guarded(f'mapreduce_llm_documents_total{{{FINISHED}, status="error"}}', documents),
+                    "{{task}}@{{version}}",
+                ),
+            ),
+            graph(
+                "Rollout guard: parse failure rate per version",
+                f"{guarded} Answer parse failures per map answer (output: answer prompts). Limit: "
+                f"{guard.parse_failure_rate:g} above production (guard.parse_failure_rate, default).",
+                "percentunit",
+                query(
+                    _guarded(
+                        f"mapreduce_llm_answer_parse_failures_total{{{FINISHED}}}",
+                        f"mapreduce_llm_map_answers_total{{{FINISHED}}}",
+                    ),
+                    "{{task}}@{{version}}",
+                ),
+            ),
+            graph(
+                "Rollout guard: not-found rate per version",
+                f'{guarded} Answered documents that came back "not found" (versions that answer questions). Limit: '
+                f"{guard.not_found_rate:g} above production (guard.not_found_rate, default).",
+                "percentunit",
+                query(
+                    f"sum by (task, version) (mapreduce_llm_documents_not_found_total{{{FINISHED}}})"
+                    f' / sum by (task, version) (mapreduce_llm_documents_total{{{FINISHED}, status="ok"}})',
+                    "{{task}}@{{version}}",
+                ),
+            ),
+            graph(
+                "Rollout guard: mean confidence per version",
+                f"{guarded} Mean exp(mean token logprob) of final outputs. Limit: {guard.mean_confidence:g} below "
+                "production (guard.mean_confidence, default).",
+                "short",
+                query(
+                    f"sum by (task, version) (mapreduce_llm_output_confidence_ratio_sum{{{FINISHED}}})"
+                    f" / sum by (task, version) (mapreduce_llm_output_confidence_ratio_count{{{FINISHED}}})",
+                    "{{task}}@{{version}}",
+                ),
+            ),
+            graph(
+                "Rollout guard: highest drift score per version",
+                f"{guarded} The highest drift score of any signal. Limit: {guard.drift_score:g} above production "
+                "(guard.drift_score, default).",
+                "short",
+                query(f"max by (task, version) (mapreduce_llm_drift_score{{{FINISHED}}})", "{{task}}@{{version}}"),
             ),
         ],
     )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+from mapreduce_llm.prompts.evidence import LIVE_JOB
 from monitoring import dashboards
 
 
@@ -33,3 +35,15 @@ def test_panels_have_unique_ids_titles_and_ref_ids() -> None:
     for panel in panels:
         refs = [t["refId"] for t in panel.get("targets", [])]
         assert refs == list("ABCDEFGH"[: len(refs)]), panel["title"]
+
+
+def test_rollout_guard_panels_read_finished_jobs_only() -> None:
+    """Every series a rollout-guard panel reads leaves out the live driver, as `prompts rollout --prometheus`
+    does (a job that lingers after pushing would count twice)."""
+    panels = json.loads(dashboards.render())["panels"]
+    guard = [p for p in panels if p["title"].startswith("Rollout guard:")]
+    assert len(guard) == 6
+    for panel in guard:
+        for target in panel["targets"]:
+            selectors = re.findall(r"mapreduce_llm_\w+(\{[^}]*\})?", target["expr"])
+            assert selectors and all(f'job!="{LIVE_JOB}"' in s for s in selectors), (panel["title"], target["expr"])
