@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,73 +24,20 @@ from mapreduce_llm.monitoring.observer import MetricsObserver
 from mapreduce_llm.prompts import load_labels, set_rollout
 from mapreduce_llm.results import DocumentResult
 from tests.conftest import PROMPTS
+from tests.prometheus_servers import free_port, prometheus, pushgateway, query, static
 from tests.rollout_records import documents
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready after {seconds} s")
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """(Prometheus URL, Pushgateway URL): a real Prometheus scraping a real Pushgateway every second."""
-    for exe in ("prometheus", "prometheus-pushgateway"):
-        if shutil.which(exe) is None:
-            pytest.fail(f"{exe} is not installed: `apt-get install prometheus prometheus-pushgateway` (.ci/run does)")
     root = tmp_path_factory.mktemp("guard-prometheus")
-    prom_port, gw_port = _free_port(), _free_port()
-    gateway = {
-        "job_name": "pushgateway",
-        "honor_labels": True,
-        "static_configs": [{"targets": [f"127.0.0.1:{gw_port}"]}],
-    }
-    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [gateway]}
-    (root / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-    procs = [
-        subprocess.Popen(
-            ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{gw_port}", "--persistence.file="],
-            stdout=subprocess.DEVNULL,
-            stderr=(root / "pushgateway.log").open("wb"),
-        ),
-        subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(root / "prometheus.log").open("wb"),
-        ),
-    ]
-    try:
-        _wait_ready(f"http://127.0.0.1:{gw_port}/-/ready", procs[0])
-        _wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", procs[1])
-        yield f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{gw_port}"
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+    gw_port = free_port()
+    with (
+        pushgateway(root, gw_port) as gateway,
+        prometheus(root, [static("pushgateway", gw_port, honor_labels=True)]) as server,
+    ):
+        yield server, gateway
 
 
 def _push(gateway: str, job: str, records: list[DocumentResult]) -> None:
@@ -105,23 +48,23 @@ def _push(gateway: str, job: str, records: list[DocumentResult]) -> None:
     push_metrics(observer.metrics.registry, gateway, job=job, task="qa")
 
 
-def _versions_seen(prometheus: str) -> set[str]:
-    query = urllib.parse.urlencode({"query": 'sum by (version) (mapreduce_llm_documents_total{task="qa"})'})
-    with urllib.request.urlopen(f"{prometheus}/api/v1/query?{query}", timeout=5) as resp:
-        return {s["metric"]["version"] for s in json.loads(resp.read())["data"]["result"]}
+def _versions_seen(server: str) -> set[str]:
+    return {
+        s["metric"]["version"] for s in query(server, 'sum by (version) (mapreduce_llm_documents_total{task="qa"})')
+    }
 
 
 @pytest.fixture(scope="module")
 def pushed(servers: tuple[str, str]) -> str:
     """Two finished qa jobs in the Pushgateway, scraped by Prometheus; returns Prometheus' URL."""
-    prometheus, gateway = servers
+    server, gateway = servers
     _push(gateway, "qa-monday", documents("1.0.0", 40, errors=1) + documents("1.1.0", 30, errors=1))
     _push(gateway, "qa-tuesday", documents("1.0.0", 40, errors=1) + documents("2.0.0", 30, errors=8, logprob=-0.9))
     deadline = time.monotonic() + 30
-    while _versions_seen(prometheus) != {"1.0.0", "1.1.0", "2.0.0"}:
-        assert time.monotonic() < deadline, f"Prometheus has {_versions_seen(prometheus)} after 30 s"
+    while _versions_seen(server) != {"1.0.0", "1.1.0", "2.0.0"}:
+        assert time.monotonic() < deadline, f"Prometheus has {_versions_seen(server)} after 30 s"
         time.sleep(0.5)
-    return prometheus
+    return server
 
 
 def _rollout(root: Path, prometheus: str, *args: str) -> Result:
