@@ -241,6 +241,7 @@ class Job:
             cached_prompt_tokens=tally.cached_prompt_tokens,
             requests_from_cache=self.client.requests_from_cache,
             requests_sent=self.client.requests_sent,
+            requests_by_node=dict(self.client.requests_by_node),
             max_levels=tally.max_levels,
             fatal_error=None if fatal is None else f"{type(fatal).__name__}: {fatal}",
         )

@@ -253,6 +253,8 @@ class JobSummary(RecordModel):
     """Engine requests answered from the output cache (finished by an earlier, interrupted run)."""
     requests_sent: int = 0
     """Engine requests actually sent to the engine by this run."""
+    requests_by_node: dict[str, int] = Field(default_factory=dict)
+    """Engine requests answered by each Ray node (its node id) running vLLM replicas: where the work ran."""
     max_levels: int = 0
     fatal_error: str | None = None
     drift: dict[str, VersionDrift] | None = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from grafana_foundation_sdk.builders import bargauge, piechart, stat, text, timeseries
+from grafana_foundation_sdk.builders import bargauge, piechart, stat, timeseries
 from grafana_foundation_sdk.builders.common import VizLegendOptions
 from grafana_foundation_sdk.builders.dashboard import (
     Dashboard,
@@ -33,7 +33,6 @@ from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
-from grafana_foundation_sdk.models.text import TextMode
 
 from mapreduce_llm.prompts.evidence import LIVE_JOB
 from mapreduce_llm.prompts.guard import GuardConfig
@@ -490,22 +489,72 @@ def service_row() -> Section:
     )
 
 
+def _per_replica_quantile(histogram: str, q: float) -> str:
+    return f"histogram_quantile({q}, sum by (ReplicaId, le) (rate({histogram}_bucket[5m])))"
+
+
 def engines_row() -> Section:
-    """Where engine-level figures are: Ray's and vLLM's own metrics."""
-    note = (
-        text.Panel()
-        .title("Ray and vLLM metrics")
-        .mode(TextMode.MARKDOWN)
-        .content(
-            "Engine-level figures are not re-exported here. Ray's own dashboards (Ray dashboard → Metrics, or the "
-            "Grafana dashboards Ray writes to `/tmp/ray/session_latest/metrics/grafana`) show actors, CPU and "
-            "memory; vLLM's engine metrics (`vllm:*` from `vllm serve`, `ray_vllm:*` inside Ray actors) show KV "
-            "cache use, batch sizes and time to first token. See monitoring/README.md."
-        )
-        .height(5)
-        .span(24)
+    """vLLM's own figures from inside each engine replica (a Ray actor), through Ray's metrics endpoint of the node
+    it runs on: Ray names them ``ray_vllm_*`` and labels them ``ReplicaId`` (replica-0, ...) and ``NodeAddress``."""
+    return Section(
+        "vLLM engines",
+        [
+            graph(
+                "Engines: time to first token per replica",
+                "Median and 95th percentile time from a request's arrival in the engine to its first token: queueing "
+                "plus prefill. Rising with a steady load means the replica is saturated.",
+                "s",
+                query(_per_replica_quantile("ray_vllm_time_to_first_token_seconds", 0.5), "{{ReplicaId}} p50"),
+                query(_per_replica_quantile("ray_vllm_time_to_first_token_seconds", 0.95), "{{ReplicaId}} p95"),
+            ),
+            graph(
+                "Engines: time per output token per replica",
+                "Median and 95th percentile decode time per generated token, per request.",
+                "s",
+                query(
+                    _per_replica_quantile("ray_vllm_request_time_per_output_token_seconds", 0.5), "{{ReplicaId}} p50"
+                ),
+                query(
+                    _per_replica_quantile("ray_vllm_request_time_per_output_token_seconds", 0.95), "{{ReplicaId}} p95"
+                ),
+            ),
+            graph(
+                "Engines: requests running and waiting per replica",
+                "Requests in the replica's running batch, and requests queued for it. A long queue with a full KV "
+                "cache: fewer concurrent requests, or more replicas.",
+                "short",
+                query("sum by (ReplicaId) (ray_vllm_num_requests_running)", "{{ReplicaId}} running"),
+                query("sum by (ReplicaId) (ray_vllm_num_requests_waiting)", "{{ReplicaId}} waiting"),
+            ),
+            graph(
+                "Engines: KV-cache usage per replica",
+                "Share of the replica's KV-cache blocks in use (1 = full: new requests wait, running ones may be "
+                "preempted).",
+                "percentunit",
+                query(
+                    "max by (ReplicaId, NodeAddress) (ray_vllm_kv_cache_usage_perc)", "{{ReplicaId}} on {{NodeAddress}}"
+                ),
+            ),
+            graph(
+                "Engines: prefix-cache hit rate per replica",
+                "Prompt tokens found in the prefix cache over prompt tokens looked up, over 5 minutes: the shared "
+                "instructions at the start of every prompt should hit.",
+                "percentunit",
+                query(
+                    "sum by (ReplicaId) (rate(ray_vllm_prefix_cache_hits_total[5m])) / "
+                    "sum by (ReplicaId) (rate(ray_vllm_prefix_cache_queries_total[5m]))",
+                    "{{ReplicaId}}",
+                ),
+            ),
+            graph(
+                "Engines: tokens per second per replica",
+                "Prompt tokens computed and tokens generated per second by each replica.",
+                "short",
+                query("sum by (ReplicaId) (rate(ray_vllm_prompt_tokens_total[5m]))", "{{ReplicaId}} prompt"),
+                query("sum by (ReplicaId) (rate(ray_vllm_generation_tokens_total[5m]))", "{{ReplicaId}} generated"),
+            ),
+        ],
     )
-    return Section("Ray and vLLM", [note])
 
 
 ROWS: list[Callable[[], Section]] = [

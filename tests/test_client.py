@@ -203,3 +203,25 @@ def test_a_request_is_kept_while_its_engine_makes_progress(tokenizer: HFTokenize
     client = EngineClient(engine, _config(request_retries=0), job_id="j")
     reply = asyncio.run(client.generate(_request(client), PROMPT))
     assert reply.output.text and client.requests_sent == 1
+
+
+def test_requests_are_counted_by_the_node_that_answered_them(tokenizer: HFTokenizer, tmp_path: Path) -> None:
+    """Engine answers count for the node in their output (where a vLLM replica ran); answers from the cache and
+    outputs without a node (an OpenAI server) count for none."""
+    import dataclasses
+
+    class TwoNodes(FakeEngine):
+        async def _answer(self, request: EngineRequest) -> EngineOutput:
+            output = await super()._answer(request)
+            node = None if request.prompt_token_ids[0] == 9 else f"node-{len(self.requests) % 2}"
+            return dataclasses.replace(output, node=node)
+
+    client = EngineClient(TwoNodes(tokenizer), _config(), job_id="j", cache=RequestCache(tmp_path / "c.sqlite"))
+
+    async def go() -> None:
+        for first in (1, 2, 3, 1, 9):  # the second [1, ...] comes from the cache; [9, ...] has no node
+            request = client.request("map", [first, 2, 3], max_tokens=4, temperature=0, top_p=1, repetition_penalty=1)
+            await client.generate(request, PROMPT)
+
+    asyncio.run(go())
+    assert client.requests_by_node == {"node-1": 2, "node-0": 1} and client.requests_from_cache == 1

@@ -31,7 +31,7 @@ from tests.deploy_manifests import (
 
 
 def _pinned_ray() -> str:
-    match = re.search(r'"ray\[default\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    match = re.search(r'"ray\[default,serve\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
     assert match
     return match.group(1)
 

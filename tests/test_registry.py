@@ -48,8 +48,9 @@ def test_rollout_is_sticky_and_proportional(prompts: Path) -> None:
     """At 50% about half the documents get the canary; each document keeps its version across loads."""
     set_rollout(prompts, "qa", "1.1.0", 50)
     ids = [f"doc-{i}" for i in range(2000)]
-    first = {i: select_prompts("qa", prompts).choose(i).version for i in ids}
-    again = {i: select_prompts("qa", prompts).choose(i).version for i in ids}
+    loaded, reloaded = select_prompts("qa", prompts), select_prompts("qa", prompts)  # two loads of the files
+    first = {i: loaded.choose(i).version for i in ids}
+    again = {i: reloaded.choose(i).version for i in ids}
     assert first == again
     share = Counter(first.values())["1.1.0"] / len(ids)
     assert 0.45 < share < 0.55
@@ -59,9 +60,11 @@ def test_raising_a_weight_only_moves_documents_into_the_split(prompts: Path) -> 
     """Going from 10% to 30% keeps every 10% document on the canary."""
     ids = [f"doc-{i}" for i in range(3000)]
     set_rollout(prompts, "qa", "1.1.0", 10)
-    at10 = {i for i in ids if select_prompts("qa", prompts).choose(i).version == "1.1.0"}
+    selection = select_prompts("qa", prompts)
+    at10 = {i for i in ids if selection.choose(i).version == "1.1.0"}
     set_rollout(prompts, "qa", "1.1.0", 30)
-    at30 = {i for i in ids if select_prompts("qa", prompts).choose(i).version == "1.1.0"}
+    selection = select_prompts("qa", prompts)
+    at30 = {i for i in ids if selection.choose(i).version == "1.1.0"}
     assert at10 < at30 and 0.25 < len(at30) / len(ids) < 0.35
 
 

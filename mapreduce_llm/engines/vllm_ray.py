@@ -102,6 +102,8 @@ PROGRESS_MAX_AGE_S = 1.0
 """A replica's progress count is read from its actor at most this often; requests in between share the read."""
 PROGRESS_READ_TIMEOUT_S = 10.0
 """A progress read that takes longer than this counts as no progress."""
+UNAVAILABLE_RETRY_S = 1.0
+"""A request that Ray reports unavailable (its replica is restarting) is sent again after this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,8 @@ class _LoopState:
     """Caps requests in flight at ``max_concurrent_requests``."""
     reading: list[asyncio.Lock]
     """One progress read at a time; the others wait for it and share its result."""
+    lost: list[asyncio.Event]
+    """Set when the replica is given up (see :meth:`VLLMRayEngine.progress`): its requests stop waiting for it."""
 
 
 class VLLMRayEngine:
@@ -137,6 +141,12 @@ class VLLMRayEngine:
         """Replica of each request in flight, by request id (for :meth:`progress`)."""
         self._progress: list[tuple[float, int]] = []
         """Last progress read of each replica: (time.monotonic() of the read, count)."""
+        self._unanswered_since: list[float | None] = []
+        """time.monotonic() of each replica's first failed progress read since its last answer (None: answering)."""
+        self._lost: list[bool] = []
+        """Replicas given up: their node was lost and Ray did not place them again, or they hang."""
+        self.nodes: list[str] = []
+        """The Ray node id each replica last ran on (from its start, then from its outputs)."""
 
     @property
     def actors(self) -> list[Any]:
@@ -170,14 +180,14 @@ class VLLMRayEngine:
                 env[key] = os.environ[key]
         actor_cls = ray.remote(VLLMEngineActor)
         started = time.perf_counter()
-        for _ in range(cfg.replicas):
+        for replica in range(cfg.replicas):
             actor = actor_cls.options(
                 **self._placement(),
                 max_concurrency=cfg.max_concurrent_requests + 4,
                 max_restarts=cfg.max_restarts,
                 max_task_retries=cfg.max_restarts,
                 runtime_env={"env_vars": env},
-            ).remote(self._model, cfg)
+            ).remote(self._model, cfg, f"replica-{replica}")
             self._attach(actor)
         refs = [a.start.remote() for a in self._actors]
         try:
@@ -186,7 +196,8 @@ class VLLMRayEngine:
             self.close()
             raise EngineError(
                 f"vLLM engines did not start within engine.startup_timeout_s={cfg.startup_timeout_s:g}s; "
-                "check the Ray cluster has the requested CPUs/GPUs free (`ray status`) or raise the timeout"
+                f"check the Ray cluster has nodes with what each replica needs free ({self._needs()}; `ray "
+                "status`) or raise the timeout"
             ) from None
         except ray.exceptions.RayError as exc:
             self.close()
@@ -196,10 +207,12 @@ class VLLMRayEngine:
             max_model_len=cfg.max_model_len,
             replicas=cfg.replicas,
         )
+        self.nodes = [str(info.get("node_id", "")) for info in loaded]
         log.info(
             "engine.ready",
             model=self._info.model,
             replicas=cfg.replicas,
+            nodes=[str(info.get("node", "")) for info in loaded],
             seconds=round(time.perf_counter() - started, 1),
             warm_up_s=round(max(float(info.get("warm_up_s", 0.0)) for info in loaded), 1),
         )
@@ -212,17 +225,24 @@ class VLLMRayEngine:
         """
         import ray
 
-        index = min(range(len(self._actors)), key=self._in_flight.__getitem__)
+        serving = [i for i in range(len(self._actors)) if not self._lost[i]]
+        if not serving:
+            raise EngineError(self._lost_message())
+        index = min(serving, key=self._in_flight.__getitem__)
         self._in_flight[index] += 1
         self._serving[request.request_id] = index
         try:
             async with self._loop_state().slots[index]:
-                ref = self._actors[index].generate.remote(request)
-                try:
-                    return self._served_by(index, await ref)
-                except asyncio.CancelledError:
-                    ray.cancel(ref)  # abandoned or the job stopped: abort the request in vLLM too
-                    raise
+                while True:
+                    try:
+                        return self._served_by(index, await self._send(index, request))
+                    except ray.exceptions.ActorUnavailableError:
+                        # Ray is restarting the replica (its node was lost, or it crashed): send the request again
+                        # once it is back, unless the replica is given up first (engine.replica_lost_after_s).
+                        self._no_answer(index)
+                        if self._lost[index]:
+                            raise self._lost_error(index) from None
+                        await asyncio.sleep(UNAVAILABLE_RETRY_S)
         except ray.exceptions.RayTaskError as exc:
             cause = exc.as_instanceof_cause()  # type: ignore[no-untyped-call]
             if isinstance(cause, RequestError):
@@ -234,6 +254,33 @@ class VLLMRayEngine:
         finally:
             self._in_flight[index] -= 1
             self._serving.pop(request.request_id, None)
+
+    async def _send(self, index: int, request: EngineRequest) -> EngineOutput:
+        """One request on replica ``index``; stops waiting (and aborts it there) when the replica is given up."""
+        import ray
+
+        lost = self._loop_state().lost[index]
+        if lost.is_set():
+            raise self._lost_error(index)
+        ref = self._actors[index].generate.remote(request)
+        answer = asyncio.ensure_future(_awaited(ref))
+        given_up = asyncio.ensure_future(lost.wait())
+        try:
+            await asyncio.wait({answer, given_up}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            ray.cancel(ref)  # abandoned or the job stopped: abort the request in vLLM too
+            raise
+        finally:
+            given_up.cancel()
+            if not answer.done():
+                answer.cancel()
+        if not answer.done():  # the replica was given up while this request waited for it
+            if isinstance(ref, ray.ObjectRef):  # (stand-in actors in tests return plain awaitables)
+                with contextlib.suppress(ray.exceptions.RayError):  # its actor may be gone
+                    ray.cancel(ref)
+            raise self._lost_error(index)
+        output: EngineOutput = answer.result()
+        return output
 
     async def progress(self, request_id: str) -> int:
         """Tokens processed by the replica serving ``request_id`` (0 for a request not in flight).
@@ -254,10 +301,75 @@ class VLLMRayEngine:
                 return count
             try:
                 count = await asyncio.wait_for(_awaited(self._actors[index].progress.remote()), PROGRESS_READ_TIMEOUT_S)
+                self._unanswered_since[index] = None
             except (TimeoutError, ray.exceptions.RayError) as exc:
-                log.debug("engine.progress_unreadable", replica=index, error=str(exc).splitlines()[0])
+                log.debug("engine.progress_unreadable", replica=index, error=(str(exc).splitlines() or [""])[0])
+                self._no_answer(index)
             self._progress[index] = (time.monotonic(), count)
             return count
+
+    def _no_answer(self, index: int) -> None:
+        """A progress read of replica ``index`` failed; give the replica up once that has lasted
+        ``engine.replica_lost_after_s`` (by default ``startup_timeout_s``: long enough for Ray to restart it on a
+        replacement node and for it to load its model again)."""
+        now = time.monotonic()
+        since = self._unanswered_since[index]
+        if since is None:
+            self._unanswered_since[index] = since = now
+            log.warning(
+                "engine.replica_unanswered",
+                replica=index,
+                node=self.nodes[index] if index < len(self.nodes) else None,
+                gives_up_after_s=self.config.lost_after_s,
+            )
+        if self._lost[index] or now - since < self.config.lost_after_s:
+            return
+        self._lost[index] = True
+        log.error(
+            "engine.replica_lost",
+            replica=index,
+            node=self.nodes[index] if index < len(self.nodes) else None,
+            node_alive=_node_alive(self.nodes[index]) if index < len(self.nodes) else None,
+            unanswered_s=round(now - since, 1),
+            replicas_left=self._lost.count(False),
+        )
+        self._loop_state().lost[index].set()
+
+    def _needs(self) -> str:
+        """What one replica needs of a node, for messages."""
+        cfg = self.config
+        needs = {"CPU": cfg.num_cpus_per_replica, "GPU": cfg.num_gpus_per_replica, **cfg.resources_per_replica}
+        return ", ".join(f"{name}: {amount:g}" for name, amount in needs.items() if amount)
+
+    def _lost_error(self, index: int) -> MapReduceError:
+        """What a request waiting on a replica that was given up gets: a transient RequestError when other
+        replicas serve (the client retries it there), else the EngineError that stops the job."""
+        if self._lost.count(False):
+            return RequestError(
+                f"vLLM engine replica {index} was given up ({self._lost_reason(index)}); retried on another replica",
+                transient=True,
+            )
+        return EngineError(self._lost_message())
+
+    def _lost_reason(self, index: int) -> str:
+        node = self.nodes[index] if index < len(self.nodes) else ""
+        alive = _node_alive(node)
+        where = f"its node {node}" if node else "its node"
+        state = {False: "is dead", True: "is alive", None: "is unknown to Ray"}[alive]
+        return (
+            f"no answer for {self.config.lost_after_s:g} s, engine.replica_lost_after_s; {where} {state} and Ray "
+            f"has not started the replica again"
+        )
+
+    def _lost_message(self) -> str:
+        """Why the job stops when every replica was given up, and what to do."""
+        reasons = "; ".join(f"replica {i}: {self._lost_reason(i)}" for i in range(len(self._actors)))
+        return (
+            f"every vLLM engine replica was given up — {reasons}. No live node of the Ray cluster can take a "
+            f"replica: each needs {self._needs()} (`ray status` shows the nodes and their resources). Add a node "
+            "with those resources (or lower what a replica needs) and run the job again: the documents already "
+            "finished are kept and not redone"
+        )
 
     def _attach(self, actor: Any) -> None:
         """Add a replica to the pool: an actor handle with ``generate`` and ``progress`` methods."""
@@ -265,17 +377,25 @@ class VLLMRayEngine:
         self._in_flight.append(0)
         self.served.append(0)
         self._progress.append((-math.inf, 0))
+        self._unanswered_since.append(None)
+        self._lost.append(False)
 
     def _served_by(self, index: int, output: EngineOutput) -> EngineOutput:
         self.served[index] += 1
+        self._unanswered_since[index] = None
+        if output.node:
+            while len(self.nodes) <= index:
+                self.nodes.append("")
+            self.nodes[index] = output.node  # a restarted replica may run on another node
         return output
 
     def _placement(self) -> dict[str, Any]:
         """Ray resources of one replica's actor; creates its placement group when it is tensor-parallel."""
         cfg = self.config
         bundles = tensor_parallel_bundles(cfg)
+        resources = dict(cfg.resources_per_replica)
         if bundles is None:
-            return {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica}
+            return {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": cfg.num_gpus_per_replica, "resources": resources}
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -286,14 +406,23 @@ class VLLMRayEngine:
         strategy = PlacementGroupSchedulingStrategy(
             placement_group=group, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
         )
-        return {"num_cpus": cfg.num_cpus_per_replica, "num_gpus": 0, "scheduling_strategy": strategy}
+        return {
+            "num_cpus": cfg.num_cpus_per_replica,
+            "num_gpus": 0,
+            "resources": resources,
+            "scheduling_strategy": strategy,
+        }
 
     def _loop_state(self) -> _LoopState:
         """Per-replica asyncio primitives for the running event loop (a pool can serve several jobs in turn)."""
         loop = asyncio.get_running_loop()
         if self._per_loop is None or self._per_loop[0] is not loop:
             slots = [asyncio.Semaphore(self.config.max_concurrent_requests) for _ in self._actors]
-            self._per_loop = (loop, _LoopState(slots, [asyncio.Lock() for _ in self._actors]))
+            lost = [asyncio.Event() for _ in self._actors]
+            for event, given_up in zip(lost, self._lost, strict=True):
+                if given_up:
+                    event.set()
+            self._per_loop = (loop, _LoopState(slots, [asyncio.Lock() for _ in self._actors], lost))
         return self._per_loop[1]
 
     def close(self) -> None:
@@ -312,7 +441,25 @@ class VLLMRayEngine:
         self._actors.clear()
         self._in_flight.clear()
         self._progress.clear()
+        self._unanswered_since.clear()
+        self._lost.clear()
         self._placement_groups.clear()
+
+
+def _node_alive(node_id: str) -> bool | None:
+    """Whether Ray's node ``node_id`` is alive (None: not known to the cluster, or Ray cannot be asked)."""
+    import ray
+
+    if not node_id:
+        return None
+    try:
+        nodes = ray.nodes()  # type: ignore[no-untyped-call]
+    except Exception:  # noqa: BLE001 - only a detail of a message
+        return None
+    for node in nodes:
+        if node.get("NodeID") == node_id:
+            return bool(node.get("Alive"))
+    return None
 
 
 def engine_pool(config: VLLMEngineConfig) -> VLLMRayEngine:

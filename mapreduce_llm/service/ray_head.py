@@ -32,6 +32,11 @@ FIRST_PORT = 46379
 """Ports are looked for from here up (outside Ray's default worker ports, 10002-19999)."""
 
 
+STOP_GRACE_S = 15.0
+"""How long a stopping Ray node's processes get to exit after SIGTERM before they are killed (its engines hold no
+state worth waiting for: finished work is in the jobs' output folders)."""
+
+
 class RayHeadError(MapReduceError):
     """The local Ray head did not start."""
 
@@ -73,8 +78,30 @@ class LocalRayHead:
         self.venv_on_path = venv_on_path
         self.token = secrets.token_hex(32)
         self.address = ""
+        """The dashboard's URL (Jobs API), once started."""
+        self.gcs_address = ""
+        """``127.0.0.1:<port>``, what ``ray start --address`` of a node joining this head is given."""
+        self.metrics_port = 0
+        """The head node's Ray metrics export port (Prometheus format)."""
         self._process: subprocess.Popen[bytes] | None = None
         self._tmp: Path | None = None
+
+    @property
+    def temp_dir(self) -> Path:
+        """The head's Ray temp folder (its session folder and Prometheus service-discovery file are in it)."""
+        if self._tmp is None:
+            raise RayHeadError("the Ray head is not running")
+        return self._tmp
+
+    @property
+    def service_discovery_file(self) -> Path:
+        """Where the head lists every node's metrics endpoint for Prometheus (``file_sd_configs``)."""
+        return self.temp_dir / "prom_metrics_service_discovery.json"
+
+    @property
+    def token_file(self) -> Path:
+        """The file holding the token, for ``RAY_AUTH_TOKEN_PATH`` of a node joining this head."""
+        return self.temp_dir / "auth_token"
 
     def __enter__(self) -> LocalRayHead:
         # Ray's unix sockets live under its temp folder, and their paths must stay under 108 bytes.
@@ -113,6 +140,8 @@ class LocalRayHead:
                 command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         self.address = f"http://127.0.0.1:{dashboard}"
+        self.gcs_address = f"127.0.0.1:{gcs}"
+        self.metrics_port = metrics
         log.info("ray_head.starting", address=self.address, temp_dir=str(self._tmp))
         try:
             self._wait(log_path)
@@ -145,21 +174,33 @@ class LocalRayHead:
     ) -> None:
         process, self._process = self._process, None
         if process is not None:
-            sid = process.pid
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(sid, signal.SIGTERM)  # `ray start --block` stops its daemons on SIGTERM
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=60)
-            deadline = time.monotonic() + 20
-            while _session_pids(sid) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            for pid in _session_pids(sid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            stop_session(process)
             log.info("ray_head.stopped", address=self.address)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
+
+
+def stop_session(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
+    """Stop a ``ray start --block`` started in its own process session, with everything it started (Ray's daemons
+    and workers stay in that session): SIGTERM to the group, then SIGKILL to what is left after ``STOP_GRACE_S``.
+    ``kill``: SIGKILL at once, every process of the session — the node is lost, as when its machine dies."""
+    sid = process.pid
+    if kill:
+        for pid in _session_pids(sid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sid, signal.SIGTERM)  # `ray start --block` stops its daemons on SIGTERM
+    deadline = time.monotonic() + STOP_GRACE_S
+    while _session_pids(sid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in _session_pids(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
 
 
 def _session_pids(sid: int) -> list[int]:
