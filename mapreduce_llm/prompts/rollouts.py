@@ -81,6 +81,15 @@ def _check_actor(actor: Actor) -> None:
         )
 
 
+def _check_version(root: Path, task: str, version: str) -> None:
+    if version not in list_versions(root, task):
+        raise ConfigError(
+            f"prompt {task} has no version {version}; released: {', '.join(list_versions(root, task)) or '(none)'}",
+            parameter="version",
+            value=version,
+        )
+
+
 def _judge(task: str, production: str, canary: str, evidence: Evidence, config: GuardConfig) -> GuardReport:
     if production == canary:
         raise ConfigError(
@@ -122,12 +131,7 @@ def guarded_rollout(
         raise ConfigError("--rollback and --force contradict each other; give one", parameter="force")
     if weight is not None and not 0 <= weight <= 100:
         raise ConfigError(f"--weight must be a percentage in [0, 100], got {weight:g}", parameter="weight")
-    if version not in list_versions(root, task):
-        raise ConfigError(
-            f"prompt {task} has no version {version}; released: {', '.join(list_versions(root, task)) or '(none)'}",
-            parameter="version",
-            value=version,
-        )
+    _check_version(root, task, version)
     labels = load_labels(root, task)
     config = labels.guard or GuardConfig()
     base_name = base or (labels.rollout.base if labels.rollout else "production")
@@ -182,12 +186,7 @@ def guarded_promote(
 ) -> PromoteOutcome:
     """Point ``label`` at ``version``; with evidence, only when the guard passes against production (or forced)."""
     _check_actor(actor)
-    if version not in list_versions(root, task):
-        raise ConfigError(
-            f"prompt {task} has no version {version}; released: {', '.join(list_versions(root, task)) or '(none)'}",
-            parameter="version",
-            value=version,
-        )
+    _check_version(root, task, version)
     labels = load_labels(root, task)
     before = labels.labels.get(label)
     report = None
