@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from mapreduce_llm.batch_format import (
     BODY_SETTINGS,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from mapreduce_llm.config import JobSpec
     from mapreduce_llm.prompts import PromptSelection
 
-BATCH_LINE_CODES: Final = (
+BatchLineCode = Literal[
     "invalid_url",
     "invalid_method",
     "missing_custom_id",
@@ -55,9 +55,12 @@ BATCH_LINE_CODES: Final = (
     "invalid_request",
     "prompt_mismatch",
     "unsupported_setting",
-)
+]
 """Error codes of batch lines a job rejects: the service's (another url, a bad method or custom_id, a custom_id
-used earlier, a malformed body) and ``run``'s own (another prompt, a setting the job does not run with)."""
+used earlier, a malformed body) and ``run``'s own (another prompt, a setting the job does not run with). Part of
+:data:`mapreduce_llm.documents.ReadErrorCode`."""
+BATCH_LINE_CODES: Final[tuple[str, ...]] = get_args(BatchLineCode)
+"""The codes of :data:`BatchLineCode`."""
 
 NOT_RUN_CODES: Final = frozenset(
     {

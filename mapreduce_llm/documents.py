@@ -32,7 +32,7 @@ from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mapreduce_llm.batch_lines import RequestCheck, batch_document, is_batch_line
+from mapreduce_llm.batch_lines import BatchLineCode, RequestCheck, batch_document, is_batch_line
 from mapreduce_llm.errors import ConfigError, DocumentError
 from mapreduce_llm.input_files import (
     JSONL_SUFFIXES,
@@ -86,14 +86,7 @@ ReadErrorCode = Literal[
     "symlink",
     "not_a_regular_file",
     "unreadable",
-    "invalid_url",
-    "invalid_method",
-    "missing_custom_id",
-    "invalid_custom_id",
-    "duplicate_custom_id",
-    "invalid_request",
-    "prompt_mismatch",
-    "unsupported_setting",
+    BatchLineCode,
 ]
 """Every ``DocumentError.code`` the reader can produce:
 
