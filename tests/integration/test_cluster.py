@@ -11,9 +11,9 @@ machine).
   an uploaded baseline, its figures in a real Pushgateway, and vLLM's own engine metrics, exported by the replica
   through Ray's metrics endpoint of its node, found in a real Prometheus that discovers the nodes from the head's
   service-discovery file (as monitoring/prometheus.yml does).
-- Node loss: the engine node is killed mid-job (SIGKILL to its raylet and workers). With a replacement node joining,
-  the replica restarts there and the job finishes with every document exactly once; without one, the job fails
-  within bounded time saying what happened and what to do, keeping the documents it finished.
+- Node loss: an engine node is killed mid-job (SIGKILL to its raylet and workers). With a replacement node joining,
+  the replica restarts there and the job finishes with every document exactly once; without one, the replica is
+  given up after ``engine.replica_lost_after_s`` and the job finishes on its other replica.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -83,10 +84,22 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _state(cluster: Cluster, submission: str) -> tuple[str, str]:
+def _job_state(cluster: Cluster, submission: str) -> str:
+    """The job's state from the Jobs API (polled over HTTP: a CLI process per poll would take CPU from the engines)."""
+    answer = httpx.get(
+        f"{cluster.address}/api/jobs/{submission}",
+        headers={"Authorization": f"Bearer {cluster.head.token}"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return str(answer.json()["status"])
+
+
+def _status(cluster: Cluster, submission: str) -> str:
+    """`mapreduce-llm cluster status` of the job."""
     status = _cli(cluster.env, "cluster", "status", submission, "--address", cluster.address)
     assert status.returncode == 0, status.stderr
-    return status.stdout.split(":", 1)[1].split()[0], status.stdout
+    return status.stdout
 
 
 def _submit(cluster: Cluster, spec: Path) -> str:
@@ -212,9 +225,9 @@ def test_a_monitored_job_runs_its_engine_on_the_engine_node(
         engine_panels = [(title, expr) for title, expr in dashboard_exprs() if "ray_vllm_" in expr]
         panels_with_data: set[str] = set()
         deadline = time.monotonic() + JOB_S
-        state, status = "", ""
+        state = ""
         while time.monotonic() < deadline:
-            state, status = _state(cluster, submission)
+            state = _job_state(cluster, submission)
             if state in {"SUCCEEDED", "FAILED", "STOPPED"}:
                 break
             if served is None and state == "RUNNING":
@@ -227,7 +240,7 @@ def test_a_monitored_job_runs_its_engine_on_the_engine_node(
         while len(panels_with_data) < len(engine_panels) and time.monotonic() < settle:
             panels_with_data |= _with_data(server, engine_panels)
             time.sleep(2)
-        logs = _logs(cluster, submission)
+        logs, status = _logs(cluster, submission), _status(cluster, submission)
         assert state == "SUCCEEDED", f"{status}\n{logs[-3000:]}"
         engine_metrics = {view: query(server, f"last_over_time({name}[10m])") for view, name in VLLM_SERIES.items()}
         pushed = _pushed(gateway)
@@ -306,15 +319,15 @@ def _finished(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in partial.read_text().splitlines() if line.endswith("}")]
 
 
-def _until(cluster: Cluster, submission: str, done: Any, seconds: float = JOB_S) -> tuple[str, str]:
-    """Poll until ``done()`` or the job ended; returns its last state and `cluster status` output."""
+def _until(cluster: Cluster, submission: str, done: Any, seconds: float = JOB_S) -> str:
+    """Poll until ``done()`` or the job ended; returns its last state."""
     deadline = time.monotonic() + seconds
-    state, status = _state(cluster, submission)
+    state = _job_state(cluster, submission)
     while state not in {"SUCCEEDED", "FAILED", "STOPPED"} and not done():
         assert time.monotonic() < deadline, f"still {state} after {seconds:.0f} s:\n{_logs(cluster, submission)}"
         time.sleep(1)
-        state, status = _state(cluster, submission)
-    return state, status
+        state = _job_state(cluster, submission)
+    return state
 
 
 def test_a_lost_engine_node_is_replaced_and_every_document_comes_back_once(cluster: Cluster, tmp_path: Path) -> None:
@@ -324,17 +337,17 @@ def test_a_lost_engine_node_is_replaced_and_every_document_comes_back_once(clust
     spec, out = _drill_spec(tmp_path, documents=8)
     with WorkerNode(cluster.head, num_cpus=1, resources=DRILL, first_port=29000) as first:
         submission = _submit(cluster, spec)
-        state, status = _until(cluster, submission, lambda: len(_finished(out)) >= 1)
-        assert state == "RUNNING", status
+        state = _until(cluster, submission, lambda: len(_finished(out)) >= 1)
+        assert state == "RUNNING", _status(cluster, submission)
         finished_before = len(_finished(out))
         first.kill()
         lost_at = time.monotonic()
     with WorkerNode(cluster.head, num_cpus=1, resources=DRILL, first_port=29500) as replacement:
         _until(cluster, submission, lambda: len(_finished(out)) > finished_before)
         recovered_s = time.monotonic() - lost_at
-        state, status = _until(cluster, submission, lambda: False)
+        state = _until(cluster, submission, lambda: False)
         logs = _logs(cluster, submission)
-    assert state == "SUCCEEDED", f"{status}\n{logs[-3000:]}"
+    assert state == "SUCCEEDED", f"{_status(cluster, submission)}\n{logs[-3000:]}"
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["id"] for r in results] == [f"d{i}" for i in range(8)] and all(r["status"] == "ok" for r in results)
     summary = json.loads((out / "summary.json").read_text())
@@ -344,24 +357,29 @@ def test_a_lost_engine_node_is_replaced_and_every_document_comes_back_once(clust
           f"model loaded again); job {summary['seconds']:.0f} s for 8 documents")  # fmt: skip
 
 
-def test_without_a_replacement_the_job_fails_in_bounded_time_saying_why(cluster: Cluster, tmp_path: Path) -> None:
-    """The only engine node dies and none replaces it: after engine.replica_lost_after_s the job fails — it does
-    not hang — with an error naming the lost replica and what a node needs, and keeps the documents it finished
-    (a rerun resumes them)."""
-    spec, out = _drill_spec(tmp_path, documents=8, replica_lost_after_s=20)
-    with WorkerNode(cluster.head, num_cpus=1, resources=DRILL, first_port=29000) as node:
+def test_without_a_replacement_the_job_goes_on_with_the_other_replica(cluster: Cluster, tmp_path: Path) -> None:
+    """Two replicas on two engine nodes; one node dies mid-job and nothing replaces it. After
+    engine.replica_lost_after_s its replica is given up (logged), the requests that waited on it go to the other
+    replica, and the job succeeds with every document exactly once. Both replicas served requests (the pool spreads
+    them by load). The job never hangs; had the lost replica been the only one, the job would have failed saying
+    what a node needs (tests/test_vllm_pool.py)."""
+    spec, out = _drill_spec(tmp_path, documents=10, replicas=2, replica_lost_after_s=15)
+    with (
+        WorkerNode(cluster.head, num_cpus=1, resources=DRILL, first_port=29000) as lost,
+        WorkerNode(cluster.head, num_cpus=1, resources=DRILL, first_port=29500) as kept,
+    ):
         submission = _submit(cluster, spec)
-        state, status = _until(cluster, submission, lambda: len(_finished(out)) >= 1)
-        assert state == "RUNNING", status
-        node.kill()
+        state = _until(cluster, submission, lambda: len(_finished(out)) >= 3)
+        assert state == "RUNNING", _status(cluster, submission)
+        lost.kill()
         lost_at = time.monotonic()
-    state, status = _until(cluster, submission, lambda: False, seconds=240)
-    failed_after = time.monotonic() - lost_at
-    logs = _logs(cluster, submission)
-    assert state == "FAILED", f"{status}\n{logs[-3000:]}"
-    assert "every vLLM engine replica was given up" in logs and "drill: 1" in logs and "Add a node" in logs
-    kept = _finished(out)
-    assert kept and len({r["id"] for r in kept}) == len(kept)  # finished documents kept, each once
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "failed" and "given up" in summary["fatal_error"]
-    print(f"\nnode loss without replacement: job failed {failed_after:.0f} s after the node was killed")
+        state = _until(cluster, submission, lambda: False)
+        done_after = time.monotonic() - lost_at
+        logs = _logs(cluster, submission)
+    assert state == "SUCCEEDED", f"{_status(cluster, submission)}\n{logs[-3000:]}"
+    assert "engine.replica_lost" in logs
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in results] == [f"d{i}" for i in range(10)] and all(r["status"] == "ok" for r in results)
+    by_node = json.loads((out / "summary.json").read_text())["requests_by_node"]
+    assert set(by_node) == {lost.node_id, kept.node_id}, by_node
+    print(f"\nnode loss without replacement, two replicas: job done {done_after:.0f} s after the node was killed")
