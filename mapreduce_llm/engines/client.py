@@ -146,9 +146,9 @@ class EngineClient:
             config.circuit_breaker_failures, _engine_hint(config), config.circuit_breaker_after_s
         )
         self.requests_sent = 0
+        """Attempts sent to the engine (retries included)."""
         self.requests_by_node: Counter[str] = Counter()
         """Requests answered by the engine (not the cache), by the Ray node that ran them (vLLM replicas)."""
-        """Attempts sent to the engine (retries included)."""
         self.requests_from_cache = 0
         """Calls answered by the cache."""
         self._ids = itertools.count()
