@@ -257,7 +257,6 @@ class VLLMRayEngine:
 
     async def _send(self, index: int, request: EngineRequest) -> EngineOutput:
         """One request on replica ``index``; stops waiting (and aborts it there) when the replica is given up."""
-        import ray
 
         lost = self._loop_state().lost[index]
         if lost.is_set():
@@ -267,20 +266,18 @@ class VLLMRayEngine:
         given_up = asyncio.ensure_future(lost.wait())
         try:
             await asyncio.wait({answer, given_up}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            ray.cancel(ref)  # abandoned or the job stopped: abort the request in vLLM too
+        except asyncio.CancelledError:  # abandoned or the job stopped: abort the request in vLLM too
+            answer.cancel()
+            _abort(ref)
             raise
         finally:
             given_up.cancel()
-            if not answer.done():
-                answer.cancel()
-        if not answer.done():  # the replica was given up while this request waited for it
-            if isinstance(ref, ray.ObjectRef):  # (stand-in actors in tests return plain awaitables)
-                with contextlib.suppress(ray.exceptions.RayError):  # its actor may be gone
-                    ray.cancel(ref)
-            raise self._lost_error(index)
-        output: EngineOutput = answer.result()
-        return output
+        if answer.done():
+            output: EngineOutput = answer.result()
+            return output
+        answer.cancel()  # the replica was given up while this request waited for it
+        _abort(ref)
+        raise self._lost_error(index)
 
     async def progress(self, request_id: str) -> int:
         """Tokens processed by the replica serving ``request_id`` (0 for a request not in flight).
@@ -444,6 +441,16 @@ class VLLMRayEngine:
         self._unanswered_since.clear()
         self._lost.clear()
         self._placement_groups.clear()
+
+
+def _abort(ref: Any) -> None:
+    """Cancel a request's Ray task (vLLM aborts the request); nothing when its actor is gone, or when ``ref`` is not
+    a Ray object ref (the stand-in actors of the pool's unit tests)."""
+    import ray
+
+    if isinstance(ref, ray.ObjectRef):
+        with contextlib.suppress(ray.exceptions.RayError):
+            ray.cancel(ref)
 
 
 def _node_alive(node_id: str) -> bool | None:
