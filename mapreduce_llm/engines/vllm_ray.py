@@ -145,6 +145,8 @@ class VLLMRayEngine:
         """time.monotonic() of each replica's first failed progress read since its last answer (None: answering)."""
         self._lost: list[bool] = []
         """Replicas given up: their node was lost and Ray did not place them again, or they hang."""
+        self._lost_reasons: dict[int, str] = {}
+        """Why each given-up replica was given up (its node's state when it was), for the requests' errors."""
         self.nodes: list[str] = []
         """The Ray node id each replica last ran on (from its start, then from its outputs)."""
 
@@ -322,11 +324,14 @@ class VLLMRayEngine:
         if self._lost[index] or now - since < self.config.lost_after_s:
             return
         self._lost[index] = True
+        node = self.nodes[index] if index < len(self.nodes) else ""
+        alive = _node_alive(node)  # asked once, here: every request waiting on the replica is told the same
+        self._lost_reasons[index] = self._why_lost(node, alive)
         log.error(
             "engine.replica_lost",
             replica=index,
-            node=self.nodes[index] if index < len(self.nodes) else None,
-            node_alive=_node_alive(self.nodes[index]) if index < len(self.nodes) else None,
+            node=node or None,
+            node_alive=alive,
             unanswered_s=round(now - since, 1),
             replicas_left=self._lost.count(False),
         )
@@ -349,8 +354,13 @@ class VLLMRayEngine:
         return EngineError(self._lost_message())
 
     def _lost_reason(self, index: int) -> str:
-        node = self.nodes[index] if index < len(self.nodes) else ""
-        alive = _node_alive(node)
+        """Why replica ``index`` was given up (worked out when it was)."""
+        return self._lost_reasons.get(index) or self._why_lost(self.nodes[index] if index < len(self.nodes) else "")
+
+    def _why_lost(self, node: str, alive: bool | None = None) -> str:
+        """The reason given for a replica on ``node`` (``alive``: the node's state, asked of Ray when None)."""
+        if alive is None:
+            alive = _node_alive(node)
         where = f"its node {node}" if node else "its node"
         state = {False: "is dead", True: "is alive", None: "is unknown to Ray"}[alive]
         return (
