@@ -47,7 +47,9 @@ def request_key(request: EngineRequest, prompt_hash: str, model: str) -> str:
             request.seed,
             request.prompt_token_ids,
             request.json_schema,
-        ],
+        ]
+        # only when set, so that the keys of every earlier request stay the same
+        + (["ignore_eos"] if request.ignore_eos else []),
         separators=(",", ":"),
     )
     return hashlib.sha256(material.encode()).hexdigest()

@@ -14,6 +14,16 @@ from typing import Any, Protocol
 from mapreduce_llm.common import StageName as StageName  # re-exported: callers import it from here
 from mapreduce_llm.errors import RequestError
 
+MAP_PRIORITY = 1
+"""Priority of map calls (and re-retrieval, which runs the map prompt)."""
+REDUCE_PRIORITY = 0
+"""Priority of collapse and reduce calls: ahead of maps."""
+
+
+def stage_priority(stage: StageName) -> int:
+    """The priority of a call of ``stage``: reduce-tree calls ahead of map calls."""
+    return REDUCE_PRIORITY if stage in ("collapse", "reduce") else MAP_PRIORITY
+
 
 @dataclass(frozen=True, slots=True)
 class EngineRequest:
@@ -32,6 +42,14 @@ class EngineRequest:
     ``engine.request_timeout_s``). Enforced by the client through :meth:`Engine.progress`, not by the engine."""
     json_schema: dict[str, Any] | None = None
     """Constrain the output to JSON matching this schema (vLLM structured outputs); None: free text."""
+    priority: int = 0
+    """Scheduling priority: lower runs earlier (vLLM's convention). The flows give reduce-tree calls
+    :data:`REDUCE_PRIORITY` and map calls :data:`MAP_PRIORITY`, so a document that has its map outputs back
+    finishes before new maps start. Honoured by the vLLM backend (its replicas' request slots, and vLLM's
+    scheduler with ``engine.scheduling_policy: priority``); the OpenAI-compatible backend does not send it."""
+    ignore_eos: bool = False
+    """Generate exactly ``max_tokens`` tokens, past the end-of-sequence token (vLLM's ``ignore_eos``): for
+    benchmarks that need every run to do the same work; jobs never set it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from tenacity import (
 )
 
 from mapreduce_llm.cache import RequestCache, request_key
-from mapreduce_llm.engines.base import Engine, EngineBusy, EngineOutput, EngineRequest, StageName
+from mapreduce_llm.engines.base import Engine, EngineBusy, EngineOutput, EngineRequest, StageName, stage_priority
 from mapreduce_llm.engines.config import EngineConfig, OpenAIEngineConfig
 from mapreduce_llm.errors import EngineError, RequestError
 from mapreduce_llm.prompts import PromptRef, prompt_hash
@@ -164,8 +164,10 @@ class EngineClient:
         top_p: float,
         repetition_penalty: float,
         json_schema: dict[str, Any] | None = None,
+        priority: int | None = None,
     ) -> EngineRequest:
-        """A new request with this job's next request id, the engine's seed and the progress timeout."""
+        """A new request with this job's next request id, the engine's seed and the progress timeout;
+        ``priority`` None: the stage's (:func:`~mapreduce_llm.engines.base.stage_priority`)."""
         return EngineRequest(
             request_id=f"{self.job_id}:{next(self._ids)}:{stage}",
             prompt_token_ids=prompt_token_ids,
@@ -177,6 +179,7 @@ class EngineClient:
             seed=self.config.seed,
             timeout_s=self.config.request_timeout_s,
             json_schema=json_schema,
+            priority=stage_priority(stage) if priority is None else priority,
         )
 
     async def generate(self, request: EngineRequest, prompt: PromptRef) -> Reply:

@@ -128,6 +128,11 @@ class VLLMEngineConfig(_EngineBase):
     not retried."""
     max_restarts: Annotated[int, Field(ge=0)] = 3
     """Times Ray restarts a crashed engine actor; requests in flight on it are retried after the restart."""
+    scheduling_policy: Literal["priority", "fcfs"] = "priority"
+    """Order in which each replica takes requests. ``priority``: collapse and reduce calls ahead of map calls
+    (a document whose maps are back finishes before new maps start), then first come, first served — in the
+    replica's request slots (``max_concurrent_requests``) and in vLLM's scheduler. ``fcfs``: first come, first
+    served only (vLLM's default)."""
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments forwarded to vLLM's ``AsyncEngineArgs`` as they are."""
 

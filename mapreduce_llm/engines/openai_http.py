@@ -155,6 +155,10 @@ class OpenAIEngine:
             body["structured_outputs"] = {"json": request.json_schema}  # vLLM's structured outputs extension
         if request.repetition_penalty != 1.0:
             body["repetition_penalty"] = request.repetition_penalty  # a vLLM extension of the API
+        if request.ignore_eos:
+            body["ignore_eos"] = True  # a vLLM extension of the API
+        # request.priority is not sent: vLLM's server rejects any priority but 0 unless it was started with
+        # --scheduling-policy priority, which a client cannot see.
         started = time.perf_counter()
         stream = _Stream()
         async with self._slots:

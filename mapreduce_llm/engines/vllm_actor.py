@@ -100,6 +100,36 @@ def _token_logprobs(completion: Any) -> tuple[tuple[str, ...] | None, tuple[floa
     return tuple(tokens), tuple(logprobs)
 
 
+@dataclass(slots=True)
+class StepStats:
+    """Engine steps of one replica since it started, and the requests running in them (vLLM's scheduler stats)."""
+
+    steps: int = 0
+    """Engine steps (scheduler iterations) that reported stats."""
+    running: int = 0
+    """Sum over those steps of the requests running: ``running / steps`` is the mean running batch."""
+
+    def logger(self) -> Any:
+        """A vLLM stat logger factory that adds every step's scheduler stats to this record."""
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        stats = self
+
+        class _StepCounter(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
+                if scheduler_stats is not None:
+                    stats.steps += 1
+                    stats.running += scheduler_stats.num_running_reqs
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return _StepCounter
+
+
 class VLLMEngineActor:
     """Body of the Ray actor: one vLLM AsyncLLM engine. Created through :class:`VLLMRayEngine`."""
 
@@ -112,6 +142,7 @@ class VLLMEngineActor:
         self._info: dict[str, Any] = {}
         self._loading: asyncio.Lock | None = None
         self._tokens = 0
+        self._steps = StepStats()
 
     async def start(self) -> dict[str, Any]:
         """Load the model (once); returns what was loaded.
@@ -178,10 +209,13 @@ class VLLMEngineActor:
             enable_prefix_caching=cfg.enable_prefix_caching,
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
+            scheduling_policy=cfg.scheduling_policy,
             disable_log_stats=False,
             **extra,
         )
-        self._engine = AsyncLLM.from_engine_args(args, stat_loggers=[ray_wrappers.RayPrometheusStatLogger])
+        self._engine = AsyncLLM.from_engine_args(
+            args, stat_loggers=[ray_wrappers.RayPrometheusStatLogger, self._steps.logger()]
+        )
         log.info("engine.placed", replica=self._replica, node=str(node))
         return {
             "model": model,
@@ -206,6 +240,7 @@ class VLLMEngineActor:
             seed=request.seed,
             logprobs=0,  # the chosen token's logprob (vLLM applies a schema's token mask first, then logprobs)
             structured_outputs=structured,
+            ignore_eos=request.ignore_eos,
             # New tokens as they come, so progress() counts them; merged here, only the final output crosses back.
             output_kind=RequestOutputKind.DELTA,
         )
@@ -215,7 +250,10 @@ class VLLMEngineActor:
         final = None
         try:
             async for out in self._engine.generate(
-                TokensPrompt(prompt_token_ids=request.prompt_token_ids), params, request.request_id
+                TokensPrompt(prompt_token_ids=request.prompt_token_ids),
+                params,
+                request.request_id,
+                priority=request.priority if self._config.scheduling_policy == "priority" else 0,
             ):
                 if final is None:  # the prompt is processed: count its tokens that were not in the prefix cache
                     self._tokens += len(out.prompt_token_ids or ()) - (out.num_cached_tokens or 0)
@@ -248,6 +286,11 @@ class VLLMEngineActor:
         """Tokens this engine has processed since the actor started: prompt tokens it computed (not served
         from the prefix cache) and generated tokens, over all requests. Rises while the engine works."""
         return self._tokens
+
+    async def step_stats(self) -> tuple[int, int]:
+        """(engine steps, sum of requests running over them) since the actor started: differences over a stretch
+        of work give its steps and mean running batch."""
+        return self._steps.steps, self._steps.running
 
     def shutdown(self) -> None:
         """Stop the engine's background process."""

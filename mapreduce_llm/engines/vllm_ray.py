@@ -31,6 +31,7 @@ import structlog
 from mapreduce_llm import paths
 from mapreduce_llm.engines.base import EngineInfo, EngineOutput, EngineRequest
 from mapreduce_llm.engines.config import VLLMEngineConfig
+from mapreduce_llm.engines.slots import PrioritySlots
 from mapreduce_llm.engines.vllm_actor import VLLMEngineActor, tensor_parallel_bundles
 from mapreduce_llm.errors import ConfigError, EngineError, MapReduceError, RequestError
 from mapreduce_llm.model_store import EMBEDDED_MODEL_NAME, ensure_embedded_model
@@ -110,8 +111,8 @@ UNAVAILABLE_RETRY_S = 1.0
 class _LoopState:
     """Per-replica asyncio primitives, bound to one event loop."""
 
-    slots: list[asyncio.Semaphore]
-    """Caps requests in flight at ``max_concurrent_requests``."""
+    slots: list[PrioritySlots]
+    """Caps requests in flight at ``max_concurrent_requests``; waiters go in by priority (``scheduling_policy``)."""
     reading: list[asyncio.Lock]
     """One progress read at a time; the others wait for it and share its result."""
     lost: list[asyncio.Event]
@@ -234,7 +235,8 @@ class VLLMRayEngine:
         self._in_flight[index] += 1
         self._serving[request.request_id] = index
         try:
-            async with self._loop_state().slots[index]:
+            priority = request.priority if self.config.scheduling_policy == "priority" else 0
+            async with self._loop_state().slots[index].hold(priority):
                 while True:
                     try:
                         return self._served_by(index, await self._send(index, request))
@@ -424,7 +426,7 @@ class VLLMRayEngine:
         """Per-replica asyncio primitives for the running event loop (a pool can serve several jobs in turn)."""
         loop = asyncio.get_running_loop()
         if self._per_loop is None or self._per_loop[0] is not loop:
-            slots = [asyncio.Semaphore(self.config.max_concurrent_requests) for _ in self._actors]
+            slots = [PrioritySlots(self.config.max_concurrent_requests) for _ in self._actors]
             lost = [asyncio.Event() for _ in self._actors]
             for event, given_up in zip(lost, self._lost, strict=True):
                 if given_up:
