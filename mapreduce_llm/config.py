@@ -147,7 +147,11 @@ class LimitsConfig(StrictModel):
     max_buffered_results: Annotated[int, Field(ge=1)] = 256
     """Finished results held in memory while an earlier, slower document is still running (results.jsonl
     is written in input order); when full, reading pauses until the slow document finishes, so at most this
-    many plus ``max_documents_in_flight`` are ever held."""
+    many plus ``max_documents_in_flight`` and ``read_ahead`` are ever held."""
+    read_ahead: Annotated[int, Field(ge=0, le=1024)] = 8
+    """Documents read ahead of the ones in flight; when a place frees up, the longest document read so far
+    starts first, so a long document's reduce tree overlaps the short ones' maps instead of running alone at
+    the end. Results are still written in input order. 0: documents start in input order."""
 
 
 DRIFT_MIN_DOCUMENTS = 40

@@ -18,6 +18,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import structlog
 
@@ -247,6 +248,15 @@ class Job:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A document read but not started yet: its input position, itself and its prompt version."""
+
+    index: int
+    doc: Document
+    prompt: PromptRef
+
+
 class _Pass:
     """One pass of a job over its input: the result log, the running totals, the documents in flight (at most
     ``limits.max_documents_in_flight``) and the backpressure on the reorder buffer."""
@@ -261,40 +271,68 @@ class _Pass:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def feed(self) -> None:
-        """Read every input item; record the unreadable and the reusable ones, start the others; wait for all."""
-        job, model = self.job, self.job.engine.info.model
-        items = read_documents(
-            job.spec.input,
-            job.spec.limits.max_document_bytes,
-            follow_symlinks=job.spec.follow_symlinks,
-            requests=JobRequests(job.spec, job.prompts),
+        """Read every input item; record the unreadable and the reusable ones, start the others; wait for all.
+
+        Items are read in a worker thread (a slow input does not hold up the documents in flight) and up to
+        ``limits.read_ahead`` documents wait in a window; whenever a place is free the longest of them starts.
+        Reading pauses while the window or the reorder buffer is full.
+        """
+        job = self.job
+        items = iter(
+            read_documents(
+                job.spec.input,
+                job.spec.limits.max_document_bytes,
+                follow_symlinks=job.spec.follow_symlinks,
+                requests=JobRequests(job.spec, job.prompts),
+            )
         )
-        for index, item in enumerate(items):
-            await self.wait_for_room()
-            if isinstance(item, DocumentError):
-                self.record(index, error_result(item, None, model, item.source))
+        window: list[_Waiting] = []
+        reading, index = True, 0
+        while reading or window:
+            while reading and len(window) <= job.spec.limits.read_ahead and self.sink.buffered < self.max_buffered:
+                item = await asyncio.to_thread(next, items, None)
+                if item is None:
+                    reading = False
+                else:
+                    waiting = self.admit(index, item)
+                    if waiting is not None:
+                        window.append(waiting)
+                    index += 1
+            if not window:
+                if reading:
+                    await self.wait_for_room()
                 continue
-            try:
-                chosen = job.prompts.choose(item.id)
-                input_fp, settings_fp = input_fingerprint(item), job.versions.fingerprint(chosen)
-                earlier = self.sink.previous.lookup(item.id, input_fp, settings_fp)
-            except Exception as exc:  # noqa: BLE001 - as in guarded(): this document only
-                self.record(index, job.internal_error(item.id, item.source, exc))
-                continue
-            if isinstance(earlier, DocumentResult):
-                self.record(index, earlier, fresh=False)
-                continue
-            if earlier is not None:
-                self.tally.recomputed[earlier] += 1
-                job.log.info("document.recompute", document_id=item.id, reason=earlier)
             await self.slots.acquire()
+            longest = max(window, key=lambda w: (len(w.doc.text), -w.index))  # ties: earlier input first
+            window.remove(longest)
             done = [t for t in self.tasks if t.done()]
             for t in done:
                 self.tasks.discard(t)
                 t.result()  # re-raise a fatal error early
-            self.tasks.add(asyncio.create_task(self.guarded(index, item, chosen)))
+            self.tasks.add(asyncio.create_task(self.guarded(longest.index, longest.doc, longest.prompt)))
         if self.tasks:
             await asyncio.gather(*self.tasks)
+
+    def admit(self, index: int, item: Document | DocumentError) -> _Waiting | None:
+        """Input item ``index`` as read: recorded at once when unreadable or reusable, else a document to run."""
+        job = self.job
+        if isinstance(item, DocumentError):
+            self.record(index, error_result(item, None, job.engine.info.model, item.source))
+            return None
+        try:
+            chosen = job.prompts.choose(item.id)
+            input_fp, settings_fp = input_fingerprint(item), job.versions.fingerprint(chosen)
+            earlier = self.sink.previous.lookup(item.id, input_fp, settings_fp)
+        except Exception as exc:  # noqa: BLE001 - as in guarded(): this document only
+            self.record(index, job.internal_error(item.id, item.source, exc))
+            return None
+        if isinstance(earlier, DocumentResult):
+            self.record(index, earlier, fresh=False)
+            return None
+        if earlier is not None:
+            self.tally.recomputed[earlier] += 1
+            job.log.info("document.recompute", document_id=item.id, reason=earlier)
+        return _Waiting(index, item, chosen)
 
     async def cancel(self) -> None:
         """Stop the documents still in flight (after a fatal error or an interruption)."""
