@@ -4,7 +4,10 @@ Every document runs as its own asyncio task: it is planned (in a worker thread: 
 retrieval selects its chunks, and its flow (:mod:`mapreduce_llm.flows`, picked by the prompt version's
 ``output:``) sends its map calls all at once and starts its reduce tree as soon as they are back. There is no
 barrier across documents, so the engine always has map calls of some documents and reduce calls of others to
-batch together. ``limits.max_documents_in_flight`` bounds how many documents are open at a time.
+batch together. ``limits.max_documents_in_flight`` bounds how many documents are open at a time; up to
+``limits.read_ahead`` more are read ahead, and the longest of those starts first, so a long document's reduce tree
+runs beside the short ones' maps rather than alone at the end. Reduce-tree calls go to the engine ahead of map
+calls (:func:`~mapreduce_llm.engines.base.stage_priority`).
 
 A document whose earlier result in the output folder has the same input and settings fingerprints
 (:mod:`mapreduce_llm.fingerprints`) is not run again: its result is reused. Errors that concern one document
