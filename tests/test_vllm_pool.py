@@ -199,3 +199,39 @@ def test_a_request_to_a_restarting_replica_is_sent_again_when_it_is_back() -> No
 
     output = asyncio.run(go())
     assert output.node == "node-b" and engine.served == [1] and engine._lost == [False]
+
+
+def _arrival_order(policy: str) -> list[str]:
+    """One slot, held by a first map call; two more maps and then a collapse call wait for it. The order in which
+    the stand-in actor receives them."""
+    engine = VLLMRayEngine(VLLMEngineConfig(max_concurrent_requests=1, scheduling_policy=policy))
+
+    class Recording(StandInActor):
+        def __init__(self) -> None:
+            super().__init__(tokens=0)
+            self.received: list[str] = []
+
+        async def _generate(self, request: EngineRequest) -> EngineOutput:
+            self.received.append(request.request_id)
+            return await super()._generate(request)
+
+    async def go() -> list[str]:
+        actor = Recording()
+        engine._attach(actor)
+        first = asyncio.create_task(engine.generate(EngineRequest("map0", [1], 1, "map", priority=1)))
+        await asyncio.sleep(0.01)  # map0 holds the only slot
+        waiting = [
+            asyncio.create_task(engine.generate(EngineRequest(rid, [1], 1, stage, priority=p)))
+            for rid, stage, p in [("map1", "map", 1), ("map2", "map", 1), ("collapse", "collapse", 0)]
+        ]
+        await asyncio.sleep(0.01)
+        actor.release.set()
+        await asyncio.gather(first, *waiting)
+        return actor.received
+
+    return asyncio.run(go())
+
+
+def test_a_replica_takes_waiting_collapse_calls_before_waiting_maps() -> None:
+    assert _arrival_order("priority") == ["map0", "collapse", "map1", "map2"]
+    assert _arrival_order("fcfs") == ["map0", "map1", "map2", "collapse"]
