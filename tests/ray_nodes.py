@@ -9,10 +9,8 @@ workers and whatever they started) gets SIGKILL at once.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +18,7 @@ from types import TracebackType
 
 import httpx
 
-from mapreduce_llm.service.ray_head import LocalRayHead, free_ports, stop_session
-
-BIN = Path(sys.executable).parent
+from mapreduce_llm.service.ray_head import LocalRayHead, free_ports, ray_start, stop_session
 
 
 def alive_nodes(head: LocalRayHead) -> dict[str, dict[str, object]]:
@@ -55,29 +51,11 @@ class WorkerNode:
 
     def __enter__(self) -> WorkerNode:
         self._tmp = Path(tempfile.mkdtemp(prefix="mr-node-", dir="/tmp"))  # short: Ray's socket paths are limited
-        manager, objects, agent, agent_grpc, metrics, runtime_env = free_ports(self.first_port, 6)
-        workers = free_ports(runtime_env + 1, 1)[0]
-        self.metrics_port = metrics
-        env = {
-            **os.environ,
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(self.head.token_file),
-            "HF_HUB_OFFLINE": "1",
-            # Metrics of the node's workers (the engines' vLLM metrics) reach its endpoint every 2 s instead of
-            # Ray's 10 s, so a short test job shows in Prometheus.
-            "RAY_metrics_report_interval_ms": "2000",
-        }
-        for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
-            env.pop(key, None)
-        command = [
-            str(BIN / "ray"), "start", "--block", "--address", self.head.gcs_address, "--node-ip-address", "127.0.0.1",
-            "--num-cpus", str(self.num_cpus), "--resources", json.dumps(self.resources),
-            "--temp-dir", str(self._tmp), "--disable-usage-stats",
+        manager, objects = free_ports(self.first_port, 2)
+        options = [
+            "--address", self.head.gcs_address, "--num-cpus", str(self.num_cpus),
+            "--resources", json.dumps(self.resources),
             "--node-manager-port", str(manager), "--object-manager-port", str(objects),
-            "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
-            "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env),
-            "--min-worker-port", str(workers), "--max-worker-port", str(workers + 499),
         ]  # fmt: skip
         before = head_nodes = {}
         deadline = time.monotonic() + 60
@@ -86,11 +64,15 @@ class WorkerNode:
                 raise RuntimeError("the Ray head does not list itself as a node after 60 s")
             time.sleep(0.5)
             before = head_nodes = alive_nodes(self.head)
-        log_path = self._tmp / "node.log"
-        with log_path.open("wb") as out:
-            self._process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+        # Metrics of the node's workers (the engines' vLLM metrics) reach its endpoint every 2 s instead of Ray's
+        # 10 s, so a short test job shows in Prometheus.
+        self._process, log_path, self.metrics_port = ray_start(
+            options,
+            temp_dir=self._tmp,
+            token_file=self.head.token_file,
+            first_port=objects + 1,
+            env={"RAY_metrics_report_interval_ms": "2000"},
+        )
         deadline = time.monotonic() + 120
         try:
             while not self.node_id:

@@ -56,6 +56,52 @@ def free_ports(low: int, count: int) -> list[int]:
     raise RayHeadError(f"not {count} free loopback ports from {low}")
 
 
+def ray_start(
+    options: list[str],
+    *,
+    temp_dir: Path,
+    token_file: Path,
+    first_port: int,
+    venv_on_path: bool = True,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], Path, int]:
+    """Start ``ray start --block <options>`` on loopback with token auth, in its own process session.
+
+    Used for the local head (``options`` has ``--head`` and its ports) and, by the tests, for worker nodes joining it
+    (``--address``). The node's own ports (agent, metrics, runtime env, workers) are chosen free from
+    ``first_port`` up; its temp folder is ``temp_dir``; its output goes to ``temp_dir/node.log``. ``venv_on_path``
+    False leaves the virtualenv's ``bin`` off PATH (as someone who did not activate it); ``env`` adds variables.
+    Returns the process (stop it with :func:`stop_session`), its log and its metrics export port.
+    """
+    agent, agent_grpc, metrics, runtime_env = free_ports(first_port, 4)
+    workers = free_ports(runtime_env + 1, 1)[0]
+    bin_dir = Path(sys.executable).parent
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != bin_dir]
+    process_env = {
+        **os.environ,
+        "PATH": os.pathsep.join([str(bin_dir), *path] if venv_on_path else path),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token_file),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        **(env or {}),
+    }
+    for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", *(() if venv_on_path else ("VIRTUAL_ENV",))):
+        process_env.pop(key, None)
+    command = [
+        str(bin_dir / "ray"), "start", "--block", *options, "--node-ip-address", "127.0.0.1",
+        "--temp-dir", str(temp_dir), "--disable-usage-stats",
+        "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
+        "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env),
+        "--min-worker-port", str(workers), "--max-worker-port", str(workers + 499),
+    ]  # fmt: skip
+    log_path = temp_dir / "node.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603 - our own ray executable, fixed arguments
+            command, stdout=out, stderr=subprocess.STDOUT, env=process_env, start_new_session=True
+        )
+    return process, log_path, metrics
+
+
 class LocalRayHead:
     """A one-node, token-auth Ray head on loopback for as long as the ``with`` block runs.
 
@@ -109,39 +155,20 @@ class LocalRayHead:
         token_file = self._tmp / "auth_token"
         token_file.write_text(self.token)
         token_file.chmod(0o600)
-        ports = free_ports(self.first_port, 8)
-        gcs, dashboard, agent, agent_grpc, metrics, runtime_env, client, _ = ports
-        workers = free_ports(ports[-1] + 1, 1)[0]
-        bin_dir = Path(sys.executable).parent
-        path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != bin_dir]
-        env = {
-            **os.environ,
-            "PATH": os.pathsep.join([str(bin_dir), *path] if self.venv_on_path else path),
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN_PATH": str(token_file),
-            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-        }
-        env.pop("RAY_ADDRESS", None)
-        env.pop("RAY_AUTH_TOKEN", None)
-        if not self.venv_on_path:
-            env.pop("VIRTUAL_ENV", None)
-        command = [
-            str(bin_dir / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-            "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-            "--num-cpus", str(self.num_cpus), "--temp-dir", str(self._tmp), "--disable-usage-stats",
-            "--dashboard-agent-listen-port", str(agent), "--dashboard-agent-grpc-port", str(agent_grpc),
-            "--metrics-export-port", str(metrics), "--runtime-env-agent-port", str(runtime_env),
-            "--ray-client-server-port", str(client),
-            "--min-worker-port", str(workers), "--max-worker-port", str(workers + 999),
+        gcs, dashboard, client = free_ports(self.first_port, 3)
+        head_options = [
+            "--head", "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+            "--ray-client-server-port", str(client), "--num-cpus", str(self.num_cpus),
         ]  # fmt: skip
-        log_path = self._tmp / "head.log"
-        with log_path.open("wb") as out:
-            self._process = subprocess.Popen(  # noqa: S603 - our own ray executable, fixed arguments
-                command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
+        self._process, log_path, self.metrics_port = ray_start(
+            head_options,
+            temp_dir=self._tmp,
+            token_file=token_file,
+            first_port=client + 1,
+            venv_on_path=self.venv_on_path,
+        )
         self.address = f"http://127.0.0.1:{dashboard}"
         self.gcs_address = f"127.0.0.1:{gcs}"
-        self.metrics_port = metrics
         log.info("ray_head.starting", address=self.address, temp_dir=str(self._tmp))
         try:
             self._wait(log_path)
