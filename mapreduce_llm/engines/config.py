@@ -93,6 +93,11 @@ class VLLMEngineConfig(_EngineBase):
     """Weights dtype. ``auto``: decided where the engine runs — the model's own dtype on a GPU, bfloat16 on a
     CPU with native bf16 (avx512_bf16/AMX), float32 on other CPUs, where bf16 is emulated several times slower
     (see ``mapreduce_llm.engines.dtype``). The choice is logged as ``engine.dtype`` when the engine starts."""
+    cpu_threads: Literal["auto", "all", "vllm"] = "auto"
+    """CPU engines only: which cores run the model's threads. ``vllm``: vLLM's default, one core per rank kept for
+    its frontend; ``all``: every core the engine may use; ``auto``: ``all`` on nodes with at most 2 cores (where
+    the kept core is half the node; the example job took 0.85 of the time), ``vllm`` elsewhere. A
+    ``VLLM_CPU_OMP_THREADS_BIND`` in the job's environment wins (see ``mapreduce_llm.engines.cpu_threads``)."""
     kv_cache_space_gib: Annotated[int, Field(ge=1)] = 2
     """CPU engines only: KV cache size in GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9

@@ -22,6 +22,7 @@ import structlog
 
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
 from mapreduce_llm.engines.config import VLLMEngineConfig
+from mapreduce_llm.engines.cpu_threads import BIND_ENV, threads_bind, usable_cpus
 from mapreduce_llm.engines.dtype import choose_dtype
 from mapreduce_llm.errors import ConfigError, RequestError
 from mapreduce_llm.model_store import ensure_embedded_model
@@ -195,6 +196,11 @@ class VLLMEngineActor:
 
         dtype, why = choose_dtype(cfg.dtype)
         log.info("engine.dtype", requested=cfg.dtype, dtype=dtype, reason=why)
+        if not cfg.num_gpus_per_replica:
+            bind, why = threads_bind(cfg.cpu_threads, cpus=usable_cpus(), ranks=cfg.tensor_parallel_size)
+            if bind is not None:
+                os.environ[BIND_ENV] = bind  # read by vLLM's engine process, which inherits this environment
+            log.info("engine.cpu_threads", setting=cfg.cpu_threads, bind=os.environ.get(BIND_ENV, "auto"), reason=why)
         extra: dict[str, Any] = {"block_size": cfg.block_size} if cfg.block_size else {}
         if tensor_parallel_bundles(cfg) is not None:
             # The ranks run as Ray actors in this actor's placement group (see tensor_parallel_bundles).
