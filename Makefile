@@ -20,7 +20,7 @@ INPUT  ?= $(if $(QA),out/needles-test.jsonl,benchmarks/corpus/example)
 OUTPUT ?= $(if $(QA),out/example-qa,out/example)
 RUN_ARGS ?= $(if $(QA),--max-chunk-tokens 1200)
 
-.PHONY: setup run serve test lint typecheck unit integration bench dashboards clean
+.PHONY: setup run serve test lint typecheck unit integration bench bench-engine dashboards clean
 
 setup: $(STAMP)
 
@@ -70,9 +70,29 @@ integration: setup
 test: lint typecheck
 	$(PY) -m pytest -q -ra --durations=15
 
-bench: setup
+# README's performance figures ("Measured on this machine"), each printed against its baseline from the same run.
+# `make bench`: chunking throughput (P3), driver memory flat in corpus size (P4), the pipelined job against a
+# level-by-level baseline (P1) and against LangChain (P2; installs the `bench` extra). About an hour on 2 cores.
+# `make bench-engine`: the engine A/Bs (dtype, start, CPU runtime, logprobs), summarize versions, answer quality.
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): pyproject.toml | setup
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $@
+
+bench: setup $(BENCH_STAMP)
 	$(PY) benchmarks/chunking_throughput.py
+	$(PY) benchmarks/driver_memory.py
 	$(PY) benchmarks/pipeline_vs_levels.py
+	$(PY) benchmarks/peers.py
+
+bench-engine: setup
+	$(PY) benchmarks/dtype_ab.py
+	$(PY) benchmarks/engine_start.py
+	$(PY) benchmarks/cpu_runtime_ab.py
+	$(PY) benchmarks/cpu_runtime_ab.py --job
+	$(PY) benchmarks/logprobs_ab.py
+	$(PY) benchmarks/summarize_versions.py
 	$(PY) benchmarks/quality.py
 
 # The Grafana dashboard JSON, generated from monitoring/dashboards.py (commit both; a test fails when they differ).
