@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import structlog
 
@@ -251,6 +252,11 @@ class Job:
         )
 
 
+READ_GRACE_S = 0.05
+"""How long a free place waits for the next input item before the longest document read so far starts: ample
+for reading a file or a line, short beside a document's run."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Waiting:
     """A document read but not started yet: its input position, itself and its prompt version."""
@@ -276,9 +282,11 @@ class _Pass:
     async def feed(self) -> None:
         """Read every input item; record the unreadable and the reusable ones, start the others; wait for all.
 
-        Items are read in a worker thread (a slow input does not hold up the documents in flight) and up to
-        ``limits.read_ahead`` documents wait in a window; whenever a place is free the longest of them starts.
-        Reading pauses while the window or the reorder buffer is full.
+        Items are read in a worker thread, so a slow input does not hold up the documents in flight. Up to
+        ``limits.read_ahead`` documents wait in a window; when a place is free, reading goes on while the next
+        item comes within ``READ_GRACE_S`` (a file or a line does), then the longest document of the window
+        starts. Documents that arrive over time therefore start as they arrive. Reading pauses while the window or
+        the reorder buffer is full.
         """
         job = self.job
         items = iter(
@@ -291,30 +299,70 @@ class _Pass:
         )
         window: list[_Waiting] = []
         reading, index = True, 0
-        while reading or window:
-            while reading and len(window) <= job.spec.limits.read_ahead and self.sink.buffered < self.max_buffered:
-                item = await asyncio.to_thread(next, items, None)
-                if item is None:
-                    reading = False
-                else:
-                    waiting = self.admit(index, item)
-                    if waiting is not None:
-                        window.append(waiting)
-                    index += 1
-            if not window:
-                if reading:
+        pending: asyncio.Future[Document | DocumentError | None] | None = None
+        """The next item, being read."""
+        place: asyncio.Task[Literal[True]] | None = None
+        """A place (``limits.max_documents_in_flight``) being waited for, for the next document of the window."""
+
+        def read_next() -> bool:
+            """Start reading the next item when there is room for it; True while an item is being read."""
+            nonlocal pending
+            room = len(window) <= job.spec.limits.read_ahead and self.sink.buffered < self.max_buffered
+            if pending is None and reading and room:
+                pending = asyncio.ensure_future(asyncio.to_thread(next, items, None))
+            return pending is not None
+
+        def take_read() -> None:
+            """The item read: recorded, or put in the window."""
+            nonlocal pending, reading, index
+            assert pending is not None
+            item, pending = pending.result(), None
+            if item is None:
+                reading = False
+                return
+            waiting = self.admit(index, item)
+            if waiting is not None:
+                window.append(waiting)
+            index += 1
+
+        try:
+            while reading or window or pending is not None:
+                read_next()
+                if window and place is None:
+                    place = asyncio.ensure_future(self.slots.acquire())
+                waits = {f for f in (pending, place) if f is not None}
+                if not waits:  # nothing to start and no room to read: the reorder buffer is full
                     await self.wait_for_room()
-                continue
-            await self.slots.acquire()
-            longest = max(window, key=lambda w: (len(w.doc.text), -w.index))  # ties: earlier input first
-            window.remove(longest)
-            done = [t for t in self.tasks if t.done()]
-            for t in done:
-                self.tasks.discard(t)
-                t.result()  # re-raise a fatal error early
-            self.tasks.add(asyncio.create_task(self.guarded(longest.index, longest.doc, longest.prompt)))
+                    continue
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                if pending is not None and pending.done():
+                    take_read()
+                if place is None or not place.done():
+                    continue
+                while read_next():  # a place is free: fill the window while the input keeps up
+                    assert pending is not None
+                    await asyncio.wait({pending}, timeout=READ_GRACE_S)
+                    if not pending.done():
+                        break
+                    take_read()
+                place = None
+                self.start(window)
+        finally:
+            for future in (place, pending):
+                if future is not None:
+                    future.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks)
+
+    def start(self, window: list[_Waiting]) -> None:
+        """Start the longest document of the window (ties: the earliest in the input) in the place just taken."""
+        longest = max(window, key=lambda w: (len(w.doc.text), -w.index))
+        window.remove(longest)
+        done = [t for t in self.tasks if t.done()]
+        for t in done:
+            self.tasks.discard(t)
+            t.result()  # re-raise a fatal error early
+        self.tasks.add(asyncio.create_task(self.guarded(longest.index, longest.doc, longest.prompt)))
 
     def admit(self, index: int, item: Document | DocumentError) -> _Waiting | None:
         """Input item ``index`` as read: recorded at once when unreadable or reusable, else a document to run."""

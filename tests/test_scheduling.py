@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from mapreduce_llm import job as job_module
 from mapreduce_llm.cache import request_key
 from mapreduce_llm.config import JobSpec, VLLMEngineConfig
+from mapreduce_llm.documents import Document
 from mapreduce_llm.engines.base import MAP_PRIORITY, REDUCE_PRIORITY, EngineOutput, EngineRequest
 from mapreduce_llm.engines.client import EngineClient
 from mapreduce_llm.engines.slots import PrioritySlots
@@ -33,11 +39,13 @@ class StartOrderEngine(FakeEngine):
         super().__init__(tokenizer, respond=lambda _r: "Short summary.")
         self.markers = markers
         self.mapped: list[str] = []
+        self.mapped_at: list[float] = []
 
     async def _answer(self, request: EngineRequest) -> EngineOutput:
         if request.stage == "map":
             text = self.tokenizer.decode(request.prompt_token_ids)
             self.mapped.extend(m for m in self.markers if m in text)
+            self.mapped_at.append(time.monotonic())
         return await super()._answer(request)
 
 
@@ -151,3 +159,26 @@ def test_slots_survive_cancelled_waiters() -> None:
         return order, slots.waiting
 
     assert asyncio.run(scenario()) == (["holder", "after"], 0)
+
+
+def test_a_document_that_arrived_starts_without_waiting_for_the_next(
+    tmp_path: Path, tokenizer: HFTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input that yields a document every 0.5 s: each starts when it arrives, not when the window is full."""
+    docs = [Document(id=f"doc{i}", text=f"doc{i} is a document. It says little.", source=f"doc{i}") for i in range(3)]
+
+    def arriving(*_args: object, **_kwargs: object) -> Iterator[Document]:
+        for i, doc in enumerate(docs):
+            if i:
+                time.sleep(0.5)
+            yield doc
+
+    monkeypatch.setattr(job_module, "read_documents", arriving)
+    spec = _spec(tmp_path, [], max_documents_in_flight=4, read_ahead=8)
+    engine = StartOrderEngine(tokenizer, [d.id for d in docs])
+    started = time.monotonic()
+    asyncio.run(make_job(spec, select_prompts("summarize", PROMPTS), tokenizer, engine).run())
+    assert engine.mapped == ["doc0", "doc1", "doc2"]
+    assert engine.mapped_at[0] - started < 0.4  # doc0 did not wait for doc1 (0.5 s later)
+    results = [json.loads(line) for line in (spec.output / "results.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in results] == ["doc0", "doc1", "doc2"]
