@@ -39,15 +39,15 @@ Warm-up (not timed): plain ``/completions`` and ``/chat/completions`` requests, 
       ``chunk_size=1000``), so both are set to the largest that fits: the context less the output cap and its
       prompt's tokens (chat template included). Timed: loading the tokenizer, splitting, every chain.
 
-    ``--repeats`` runs per side, alternating (A B B A ...); medians. Beside the times: requests, prompt and
-    completion tokens, mean completion tokens per request, and a quality sanity check of the final summaries
-    (non-empty; length in words; share that mention one of their document's five most distinctive words, a
-    word of six letters or more ranked by its count in the document over 1 + its count in the other documents).
-    Ratio LangChain / mapreduce-llm (target ≥ 1.5).
+    ``--peer-repeats`` runs per side (default 1, for time on 2 cores), alternating with LangChain first
+    (B A A B ...); medians. Beside the times: requests, prompt and completion tokens, mean completion tokens per
+    request, and a quality sanity check of the final summaries (non-empty; length in words; share that mention
+    one of their document's five most distinctive words, a word of six letters or more ranked by its count in
+    the document over 1 + its count in the other documents). Ratio LangChain / mapreduce-llm (target ≥ 1.5).
 
     pip install -e ".[bench]"   # langchain-openai, langchain-classic
     python benchmarks/peers.py [--docs 8] [--min-chars 3000] [--max-chars 40000] [--max-model-len 1024]
-                               [--reserve 128] [--parity-requests 16] [--repeats 3]
+                               [--reserve 128] [--parity-requests 8] [--repeats 3] [--peer-repeats 1]
 """
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ CORPUS = Path(__file__).resolve().parent / "corpus" / "docs"
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
 SERVER_FLAGS = ["--enforce-eager", "--block-size", "32", "--no-enable-prefix-caching", "--seed", "0"]
 MARGIN = 16
+LANGCHAIN_LOOP = asyncio.new_event_loop()
+"""LangChain's side runs on one event loop for the whole run, as an application would: langchain-openai caches
+its async HTTP client per process, and a client left on a closed loop fails."""
 """Tokens kept free in LangChain's budgets: its splitter counts a chunk alone, the server counts it in context."""
 
 
@@ -280,7 +283,7 @@ def parity_langchain(url: str, prompts: list[str], reserve: int) -> list[str]:
         )
         return await llm.abatch(prompts, config={"max_concurrency": len(prompts)})
 
-    return asyncio.run(go())
+    return LANGCHAIN_LOOP.run_until_complete(go())
 
 
 # --- (b) each side as documented ---------------------------------------------------------------------------------
@@ -366,7 +369,7 @@ def run_langchain(url: str, documents: dict[str, str], reserve: int, setup: Lang
     async def go() -> list[dict[str, Any]]:
         return await asyncio.gather(*(chain.ainvoke({"input_documents": docs}) for docs in split.values()))
 
-    outputs = asyncio.run(go())
+    outputs = LANGCHAIN_LOOP.run_until_complete(go())
     return {
         "finals": {name: out["output_text"] for name, out in zip(split, outputs, strict=True)},
         "chunks": sum(len(docs) for docs in split.values()),
@@ -426,9 +429,9 @@ def main() -> None:
     parser.add_argument("--max-chars", type=int, default=40_000, help="length of the longest document")
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--reserve", type=int, default=128, help="output tokens per call (max_tokens)")
-    parser.add_argument("--parity-requests", type=int, default=16, help="identical requests per side in (a)")
+    parser.add_argument("--parity-requests", type=int, default=8, help="identical requests per side in (a)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per side in (a)")
-    parser.add_argument("--peer-repeats", type=int, default=2, help="timed runs per side in (b)")
+    parser.add_argument("--peer-repeats", type=int, default=1, help="timed runs per side in (b)")
     args = parser.parse_args()
 
     documents = uneven_documents(args.docs, args.min_chars, args.max_chars)
@@ -470,7 +473,7 @@ def main() -> None:
             parity_langchain(url, texts[:4], args.reserve)
             run_ours(job_spec(root / "warm", root / "out-warm", url, args.max_model_len, args.reserve))
             run_langchain(url, {shortest: documents[shortest]}, args.reserve, setup)
-            print(f"warm-up: {time.perf_counter() - started:.1f} s")
+            print(f"warm-up: {time.perf_counter() - started:.1f} s", flush=True)
 
             # (a) parity
             ours_a, theirs_a = Side("mapreduce-llm"), Side("LangChain")
@@ -481,6 +484,7 @@ def main() -> None:
                 side.seconds.append(seconds)
                 side.counts.append(counts)
                 outputs[side.name] = out
+                print(f"(a) {side.name}: {seconds:.1f} s, {counts}", flush=True)
 
             alternate(
                 args.repeats,
@@ -502,6 +506,7 @@ def main() -> None:
                 ours_b.counts.append(counts)
                 ours_b.extra.append(extra)
                 finals[ours_b.name] = our_finals(output, list(documents))
+                print(f"(b) {ours_b.name}: {seconds:.1f} s, {counts}, {extra}", flush=True)
 
             def theirs_once() -> None:
                 seconds, counts, extra = timed(url, lambda: run_langchain(url, documents, args.reserve, setup))
@@ -509,8 +514,9 @@ def main() -> None:
                 theirs_b.counts.append(counts)
                 theirs_b.extra.append(extra)
                 finals[theirs_b.name] = extra["finals"]
+                print(f"(b) {theirs_b.name}: {seconds:.1f} s, {counts}, {extra['chunks']} chunks", flush=True)
 
-            alternate(args.peer_repeats, ours_once, theirs_once)
+            alternate(args.peer_repeats, theirs_once, ours_once)
 
     print(f"\n(a) parity: {len(ids)} identical requests, {args.reserve} tokens each (ignore_eos), logprobs on both")
     for side in (ours_a, theirs_a):
