@@ -86,10 +86,11 @@ class VersionSettings:
         return Params.of(prompt, self.spec.sampling)
 
     def calibration(self, prompt: PromptRef) -> ModelCalibration | None:
-        """The thresholds of ``prompt`` for the served model (read once per job; a warning when there are none)."""
+        """The thresholds of ``prompt`` for the served model (read once per job; a warning when an ``output:
+        answer`` prompt has none)."""
         if prompt.ref not in self._calibrations:
             found = load_calibration(prompt, self.engine.info.model)
-            if found is None:
+            if found is None and prompt.file.output == "answer":  # only answers are filtered by calibration
                 self.log.warning(
                     "prompt.uncalibrated",
                     prompt=prompt.ref,
