@@ -22,13 +22,11 @@ the record as body in the error file).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
+from mapreduce_llm.atomic import atomic_writer
 from mapreduce_llm.batch_format import (
     BODY_SETTINGS,
     ENDPOINT,
@@ -187,25 +185,9 @@ def write_batch_files(results: Path, output: Path, errors: Path, batch_id: str) 
     succeeded, ``errors`` for the others; each file is replaced whole (temporary file, then rename). Returns
     (output lines, error lines)."""
     counts = [0, 0]
-    temporary: list[Path] = []
-    try:
-        with ExitStack() as stack:
-            handles = []
-            for path in (output, errors):
-                fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-                temporary.append(Path(name))
-                handles.append(stack.enter_context(os.fdopen(fd, "w", encoding="utf-8")))
-            with results.open(encoding="utf-8") as fh:
-                for raw in fh:
-                    ok, line = batch_line(batch_id, DocumentResult.model_validate_json(raw))
-                    handles[not ok].write(dumps(line))
-                    counts[not ok] += 1
-            for handle in handles:
-                handle.flush()
-                os.fsync(handle.fileno())
-        for tmp, path in zip(temporary, (output, errors), strict=True):
-            tmp.replace(path)
-    finally:
-        for tmp in temporary:
-            tmp.unlink(missing_ok=True)
+    with atomic_writer(output) as good, atomic_writer(errors) as bad, results.open(encoding="utf-8") as fh:
+        for raw in fh:
+            ok, line = batch_line(batch_id, DocumentResult.model_validate_json(raw))
+            (good if ok else bad).write(dumps(line).encode("utf-8"))
+            counts[not ok] += 1
     return counts[0], counts[1]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from mapreduce_llm.atomic import write_atomic
 from mapreduce_llm.batch_lines import write_batch_files
 from mapreduce_llm.common import RecomputeReason
 from mapreduce_llm.errors import ConfigError, OutputInUseError
@@ -44,21 +45,6 @@ INDEX_FILE = ".resume-index.sqlite"
 """The earlier run's results indexed by document id, while a job runs."""
 _OTHER_LINE_CODES = frozenset({"duplicate_id", "duplicate_custom_id"})
 """Error records that share a document's id but are about another input line (not indexed for resuming)."""
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class OutputLock:

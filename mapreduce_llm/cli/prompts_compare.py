@@ -76,7 +76,7 @@ def compare(
       mapreduce-llm prompts compare qa 1.0.0 2.0.0 --input needles.jsonl --output out/compare-qa
       mapreduce-llm prompts compare qa --results-a out/old --results-b out/new --json
     """
-    from mapreduce_llm.output import write_atomic
+    from mapreduce_llm.atomic import write_atomic
     from mapreduce_llm.prompts import default_prompts_dir
     from mapreduce_llm.prompts.compare import COMPARISON_FILE, dumps, table
     from mapreduce_llm.prompts.compare import compare as compare_sides

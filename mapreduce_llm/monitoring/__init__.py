@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from mapreduce_llm.atomic import write_atomic
 from mapreduce_llm.config import JobSpec
 from mapreduce_llm.embeddings import TextEmbedder, shared_embedder
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
@@ -38,7 +39,7 @@ from mapreduce_llm.monitoring.observer import MetricsObserver
 from mapreduce_llm.monitoring.profiles import DocumentProfile, ProfileObserver, ProfileSink
 from mapreduce_llm.monitoring.verdicts import DriftGuard, level
 from mapreduce_llm.observers import JobObserver, NoObserver
-from mapreduce_llm.output import SUMMARY_FILE, OutputLock, write_atomic
+from mapreduce_llm.output import SUMMARY_FILE, OutputLock
 from mapreduce_llm.planning import DocumentPlan
 from mapreduce_llm.prompts import PromptRef, default_prompts_dir, load_labels
 from mapreduce_llm.results import DocumentResult, JobSummary

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 from mapreduce_llm import paths
+from mapreduce_llm.atomic import write_atomic
 from mapreduce_llm.errors import ConfigError
 from mapreduce_llm.monitoring.drift import Baseline
-from mapreduce_llm.output import write_atomic
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

@@ -13,18 +13,16 @@ appended to ``DIR/profile.partial.jsonl`` as it is made, and the final merge int
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TextIO
 
 import structlog
 
+from mapreduce_llm.atomic import atomic_writer
 from mapreduce_llm.common import RecordModel
 from mapreduce_llm.embeddings import TextEmbedder
 from mapreduce_llm.engines.base import EngineOutput, EngineRequest
@@ -121,26 +119,10 @@ def _read_lines(path: Path) -> Iterator[DocumentProfile]:
                 yield DocumentProfile.model_validate_json(line)
 
 
-@contextmanager
-def _atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """A binary file that replaces ``path`` (rename) only once the block ends without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_profiles(results_dir: Path, profiles: Iterable[DocumentProfile]) -> Path:
     """Write ``profile.jsonl`` atomically (one line per document, in the given order), streaming."""
     path = results_dir / PROFILE_FILE
-    with _atomic_writer(path) as fh:
+    with atomic_writer(path) as fh:
         for p in profiles:
             fh.write(p.model_dump_json().encode() + b"\n")
     return path
@@ -173,7 +155,7 @@ def merge_profiles(results_dir: Path, new: Path) -> Path:
                 latest[pid] = offset
             offset += len(line)
     seen: set[str] = set()
-    with _atomic_writer(path) as out, new.open("rb") as fresh:
+    with atomic_writer(path) as out, new.open("rb") as fresh:
 
         def copy(line: bytes) -> None:
             out.write(line if line.endswith(b"\n") else line + b"\n")

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError
 
+from mapreduce_llm.atomic import write_atomic
 from mapreduce_llm.common import StrictModel
 from mapreduce_llm.errors import PromptError
 from mapreduce_llm.prompts.files import PromptRef
@@ -88,7 +89,5 @@ def write_calibration(prompt: PromptRef, model: str, calibration: ModelCalibrati
         "# Thresholds are mean token logprobs of the answer; see mapreduce_llm/prompts/calibration.py.\n"
     )
     body = yaml.safe_dump({"models": {name: cal.model_dump() for name, cal in sorted(models.items())}}, sort_keys=False)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(header + body, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, header + body, mode=0o644)
     return path

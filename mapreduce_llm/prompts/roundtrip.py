@@ -7,15 +7,15 @@ comments, keys that remain keep their place, new keys go last, keys no longer pr
 from __future__ import annotations
 
 import io
-import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from mapreduce_llm.atomic import write_atomic
 
 
 def _yaml() -> YAML:
@@ -79,12 +79,4 @@ def update_yaml(path: Path, data: Mapping[str, Any], header: str = "") -> None:
         buffer.write(header)
     yaml.dump(out, buffer)
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(buffer.getvalue())
-        Path(tmp).chmod(mode)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, buffer.getvalue(), mode=mode)

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mapreduce_llm.output import write_atomic
+from mapreduce_llm.atomic import write_atomic
 from mapreduce_llm.service.formats import Batch, FileObject
 
 _M = TypeVar("_M", bound=BaseModel)

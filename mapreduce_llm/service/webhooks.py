@@ -58,8 +58,8 @@ import structlog
 from pydantic import BaseModel, ConfigDict, ValidationError
 from standardwebhooks import Webhook
 
+from mapreduce_llm.atomic import write_atomic
 from mapreduce_llm.errors import ConfigError
-from mapreduce_llm.output import write_atomic
 from mapreduce_llm.service.formats import Batch
 
 log = structlog.get_logger("mapreduce_llm.service")
