@@ -249,13 +249,18 @@ def resolve_prompt(reference: str, prompts_dir: Path | None = None) -> PromptRef
     return select_prompts(reference, prompts_dir).base
 
 
+def _require_version(root: Path, task: str, version: str) -> None:
+    """A ConfigError unless ``version`` is a released version of ``task`` (for promote and rollout)."""
+    released = list_versions(root, task)
+    if version not in released:
+        raise ConfigError(
+            f"prompt {task} has no version {version}; released: {', '.join(released)}", parameter="version"
+        )
+
+
 def promote(root: Path, task: str, version: str, label: str) -> Path:
     """Point ``label`` at ``version`` in labels.yaml (and nothing else)."""
-    if version not in list_versions(root, task):
-        raise ConfigError(
-            f"prompt {task} has no version {version}; released: {', '.join(list_versions(root, task))}",
-            parameter="version",
-        )
+    _require_version(root, task, version)
     if VERSION_RE.match(label) or not label.replace("-", "_").isidentifier():
         raise ConfigError(f"label must be a name like production or canary, got {label!r}", parameter="label")
     labels = load_labels(root, task)
@@ -264,11 +269,7 @@ def promote(root: Path, task: str, version: str, label: str) -> Path:
 
 def set_rollout(root: Path, task: str, version: str, weight: float, base: str | None = None) -> Path:
     """Give ``version`` ``weight`` percent of documents under the task's rollout (0 removes the split)."""
-    if version not in list_versions(root, task):
-        raise ConfigError(
-            f"prompt {task} has no version {version}; released: {', '.join(list_versions(root, task))}",
-            parameter="version",
-        )
+    _require_version(root, task, version)
     if not 0 <= weight <= 100:
         raise ConfigError(f"weight must be a percentage in [0, 100], got {weight:g}", parameter="weight")
     labels = load_labels(root, task)
