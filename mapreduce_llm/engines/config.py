@@ -141,6 +141,11 @@ class VLLMEngineConfig(_EngineBase):
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra keyword arguments forwarded to vLLM's ``AsyncEngineArgs`` as they are."""
 
+    def priority_of(self, request_priority: int) -> int:
+        """The priority a request goes in with: its own under ``scheduling_policy: priority``, else 0 (vLLM
+        rejects any other under ``fcfs``)."""
+        return request_priority if self.scheduling_policy == "priority" else 0
+
     @property
     def retries(self) -> int:
         """Retries of one request on this backend (``request_retries``)."""

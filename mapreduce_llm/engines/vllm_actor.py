@@ -259,7 +259,7 @@ class VLLMEngineActor:
                 TokensPrompt(prompt_token_ids=request.prompt_token_ids),
                 params,
                 request.request_id,
-                priority=request.priority if self._config.scheduling_policy == "priority" else 0,
+                priority=self._config.priority_of(request.priority),
             ):
                 if final is None:  # the prompt is processed: count its tokens that were not in the prefix cache
                     self._tokens += len(out.prompt_token_ids or ()) - (out.num_cached_tokens or 0)

@@ -235,8 +235,7 @@ class VLLMRayEngine:
         self._in_flight[index] += 1
         self._serving[request.request_id] = index
         try:
-            priority = request.priority if self.config.scheduling_policy == "priority" else 0
-            async with self._loop_state().slots[index].hold(priority):
+            async with self._loop_state().slots[index].hold(self.config.priority_of(request.priority)):
                 while True:
                     try:
                         return self._served_by(index, await self._send(index, request))
@@ -357,12 +356,13 @@ class VLLMRayEngine:
 
     def _lost_reason(self, index: int) -> str:
         """Why replica ``index`` was given up (worked out when it was)."""
-        return self._lost_reasons.get(index) or self._why_lost(self.nodes[index] if index < len(self.nodes) else "")
+        if index in self._lost_reasons:
+            return self._lost_reasons[index]
+        node = self.nodes[index] if index < len(self.nodes) else ""
+        return self._why_lost(node, _node_alive(node))
 
-    def _why_lost(self, node: str, alive: bool | None = None) -> str:
-        """The reason given for a replica on ``node`` (``alive``: the node's state, asked of Ray when None)."""
-        if alive is None:
-            alive = _node_alive(node)
+    def _why_lost(self, node: str, alive: bool | None) -> str:
+        """The reason given for a replica on ``node`` whose state Ray gave as ``alive`` (None: unknown)."""
         where = f"its node {node}" if node else "its node"
         state = {False: "is dead", True: "is alive", None: "is unknown to Ray"}[alive]
         return (
