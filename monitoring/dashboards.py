@@ -129,22 +129,24 @@ def jobs_row() -> Section:
             ),
             graph(
                 "Engine request latency p90 by stage",
-                "Submission to last token, per engine request.",
+                "Submission to last token, per engine request, over each job (its final figures, or the running "
+                "job's so far). Not a rate: a short job's requests may all end between two scrapes.",
                 "s",
                 query(
-                    "histogram_quantile(0.9, sum by (stage, le) "
-                    "(rate(mapreduce_llm_request_duration_seconds_bucket[5m])))",
-                    "{{stage}}",
+                    "histogram_quantile(0.9, sum by (job, stage, le) (mapreduce_llm_request_duration_seconds_bucket))",
+                    "{{job}} {{stage}}",
                 ),
             ),
             graph(
                 "Document time by stage (median)",
-                "Per-document seconds spent planning, mapping, reducing, in total.",
+                "Per-document seconds spent planning, mapping, reducing, in total, over each job (its final "
+                "figures, or the running job's so far). Not a rate: a short job's documents may all end between "
+                "two scrapes.",
                 "s",
                 query(
-                    "histogram_quantile(0.5, sum by (stage, le) "
-                    "(rate(mapreduce_llm_document_stage_duration_seconds_bucket[5m])))",
-                    "{{stage}}",
+                    "histogram_quantile(0.5, sum by (job, stage, le) "
+                    "(mapreduce_llm_document_stage_duration_seconds_bucket))",
+                    "{{job}} {{stage}}",
                 ),
             ),
             single(
