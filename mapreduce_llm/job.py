@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -266,6 +266,80 @@ class _Waiting:
     prompt: PromptRef
 
 
+class _ReadAhead:
+    """The job's input, read one item at a time in a worker thread (a slow input does not hold up the documents
+    in flight), into a window of documents waiting for a place.
+
+    ``admit`` turns each item read into a waiting document, or records it at once (unreadable, reused) and
+    returns None. Reading goes on while the window holds at most ``read_ahead`` documents and ``has_room()``
+    (the reorder buffer is not full), so with ``read_ahead`` 0 documents start in input order. When a place is
+    free, :meth:`fill` reads on while the next item comes within a grace period (a file or a line does) and
+    :meth:`pop_longest` takes the longest document: documents that arrive over time start as they arrive.
+    """
+
+    def __init__(
+        self,
+        items: Iterator[Document | DocumentError],
+        admit: Callable[[int, Document | DocumentError], _Waiting | None],
+        read_ahead: int,
+        has_room: Callable[[], bool],
+    ) -> None:
+        self.items = items
+        self.admit = admit
+        self.read_ahead = read_ahead
+        self.has_room = has_room
+        self.window: list[_Waiting] = []
+        self.pending: asyncio.Future[Document | DocumentError | None] | None = None
+        """The next item, being read."""
+        self.reading = True
+        """False once the input is exhausted."""
+        self.index = 0
+        """The input position of the next item."""
+
+    @property
+    def finished(self) -> bool:
+        """Every item read and every document of the window started."""
+        return not self.reading and not self.window and self.pending is None
+
+    def read_next(self) -> bool:
+        """Start reading the next item when there is room for it; True while an item is being read."""
+        if self.pending is None and self.reading and len(self.window) <= self.read_ahead and self.has_room():
+            self.pending = asyncio.ensure_future(asyncio.to_thread(next, self.items, None))
+        return self.pending is not None
+
+    def take(self) -> None:
+        """The item just read: admitted (into the window, or recorded), or the end of the input."""
+        assert self.pending is not None and self.pending.done()
+        item, self.pending = self.pending.result(), None
+        if item is None:
+            self.reading = False
+            return
+        waiting = self.admit(self.index, item)
+        if waiting is not None:
+            self.window.append(waiting)
+        self.index += 1
+
+    async def fill(self, grace_s: float) -> None:
+        """Read on while each next item comes within ``grace_s`` seconds and there is room for it."""
+        while self.read_next():
+            assert self.pending is not None
+            await asyncio.wait({self.pending}, timeout=grace_s)
+            if not self.pending.done():
+                return
+            self.take()
+
+    def pop_longest(self) -> _Waiting:
+        """The longest document of the window (ties: the earliest in the input), out of it."""
+        longest = max(self.window, key=lambda w: (len(w.doc.text), -w.index))
+        self.window.remove(longest)
+        return longest
+
+    def cancel(self) -> None:
+        """Stop waiting for the item being read (the worker thread finishes reading it)."""
+        if self.pending is not None:
+            self.pending.cancel()
+
+
 class _Pass:
     """One pass of a job over its input: the result log, the running totals, the documents in flight (at most
     ``limits.max_documents_in_flight``) and the backpressure on the reorder buffer."""
@@ -282,87 +356,55 @@ class _Pass:
     async def feed(self) -> None:
         """Read every input item; record the unreadable and the reusable ones, start the others; wait for all.
 
-        Items are read in a worker thread, so a slow input does not hold up the documents in flight. Up to
-        ``limits.read_ahead`` documents wait in a window; when a place is free, reading goes on while the next
-        item comes within ``READ_GRACE_S`` (a file or a line does), then the longest document of the window
-        starts. Documents that arrive over time therefore start as they arrive. Reading pauses while the window or
+        Each time a place (``limits.max_documents_in_flight``) is free, the reader reads on while the input keeps
+        up, then the longest document read so far starts there (see :class:`_ReadAhead`). Reading pauses while
         the reorder buffer is full.
         """
         job = self.job
-        items = iter(
-            read_documents(
-                job.spec.input,
-                job.spec.limits.max_document_bytes,
-                follow_symlinks=job.spec.follow_symlinks,
-                requests=JobRequests(job.spec, job.prompts),
-            )
+        items = read_documents(
+            job.spec.input,
+            job.spec.limits.max_document_bytes,
+            follow_symlinks=job.spec.follow_symlinks,
+            requests=JobRequests(job.spec, job.prompts),
         )
-        window: list[_Waiting] = []
-        reading, index = True, 0
-        pending: asyncio.Future[Document | DocumentError | None] | None = None
-        """The next item, being read."""
+        reader = _ReadAhead(
+            iter(items),
+            self.admit,
+            job.spec.limits.read_ahead,
+            has_room=lambda: self.sink.buffered < self.max_buffered,
+        )
         place: asyncio.Task[Literal[True]] | None = None
-        """A place (``limits.max_documents_in_flight``) being waited for, for the next document of the window."""
-
-        def read_next() -> bool:
-            """Start reading the next item when there is room for it; True while an item is being read."""
-            nonlocal pending
-            room = len(window) <= job.spec.limits.read_ahead and self.sink.buffered < self.max_buffered
-            if pending is None and reading and room:
-                pending = asyncio.ensure_future(asyncio.to_thread(next, items, None))
-            return pending is not None
-
-        def take_read() -> None:
-            """The item read: recorded, or put in the window."""
-            nonlocal pending, reading, index
-            assert pending is not None
-            item, pending = pending.result(), None
-            if item is None:
-                reading = False
-                return
-            waiting = self.admit(index, item)
-            if waiting is not None:
-                window.append(waiting)
-            index += 1
-
+        """A place being waited for, for the next document of the window."""
         try:
-            while reading or window or pending is not None:
-                read_next()
-                if window and place is None:
+            while not reader.finished:
+                reader.read_next()
+                if reader.window and place is None:
                     place = asyncio.ensure_future(self.slots.acquire())
-                waits = {f for f in (pending, place) if f is not None}
+                waits = {f for f in (reader.pending, place) if f is not None}
                 if not waits:  # nothing to start and no room to read: the reorder buffer is full
                     await self.wait_for_room()
                     continue
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                if pending is not None and pending.done():
-                    take_read()
-                if place is None or not place.done():
-                    continue
-                while read_next():  # a place is free: fill the window while the input keeps up
-                    assert pending is not None
-                    await asyncio.wait({pending}, timeout=READ_GRACE_S)
-                    if not pending.done():
-                        break
-                    take_read()
-                place = None
-                self.start(window)
+                if reader.pending is not None and reader.pending.done():
+                    reader.take()
+                if place is not None and place.done():
+                    place = None
+                    await reader.fill(READ_GRACE_S)
+                    self.start(reader.pop_longest())
         finally:
-            for future in (place, pending):
-                if future is not None:
-                    future.cancel()
+            reader.cancel()
+            if place is not None:
+                place.cancel()
         if self.tasks:
             await asyncio.gather(*self.tasks)
 
-    def start(self, window: list[_Waiting]) -> None:
-        """Start the longest document of the window (ties: the earliest in the input) in the place just taken."""
-        longest = max(window, key=lambda w: (len(w.doc.text), -w.index))
-        window.remove(longest)
+    def start(self, waiting: _Waiting) -> None:
+        """Start a document of the window in the place just taken."""
         done = [t for t in self.tasks if t.done()]
         for t in done:
             self.tasks.discard(t)
             t.result()  # re-raise a fatal error early
-        self.tasks.add(asyncio.create_task(self.guarded(longest.index, longest.doc, longest.prompt)))
+        self.tasks.add(asyncio.create_task(self.guarded(waiting.index, waiting.doc, waiting.prompt)))
 
     def admit(self, index: int, item: Document | DocumentError) -> _Waiting | None:
         """Input item ``index`` as read: recorded at once when unreadable or reusable, else a document to run."""
