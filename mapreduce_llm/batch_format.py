@@ -37,6 +37,8 @@ BODY_SETTINGS: Final[dict[str, str]] = {
     "temperature": "sampling.temperature",
     "top_p": "sampling.top_p",
     "repetition_penalty": "sampling.repetition_penalty",
+    "frequency_penalty": "sampling.frequency_penalty",
+    "presence_penalty": "sampling.presence_penalty",
     "max_tokens": "sampling.reserved_output_tokens",
     "max_chunk_tokens": "chunking.max_chunk_tokens",
     "retrieval": "retrieval.mode",
@@ -74,6 +76,8 @@ class MapReduceBody(ApiModel):
     temperature: float | None = None
     top_p: float | None = None
     repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
     max_tokens: int | None = None
     max_chunk_tokens: int | None = None
     retrieval: Literal["all", "top_k"] | None = None

@@ -49,7 +49,9 @@ def request_key(request: EngineRequest, prompt_hash: str, model: str) -> str:
             request.json_schema,
         ]
         # only when set, so that the keys of every earlier request stay the same
-        + (["ignore_eos"] if request.ignore_eos else []),
+        + (["ignore_eos"] if request.ignore_eos else [])
+        + (["frequency_penalty", request.frequency_penalty] if request.frequency_penalty else [])
+        + (["presence_penalty", request.presence_penalty] if request.presence_penalty else []),
         separators=(",", ":"),
     )
     return hashlib.sha256(material.encode()).hexdigest()

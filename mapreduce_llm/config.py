@@ -57,7 +57,11 @@ class SamplingConfig(StrictModel):
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     """Nucleus sampling mass."""
     repetition_penalty: Annotated[float, Field(gt=0)] | None = None
-    """>1 discourages repeating tokens (small models loop without it)."""
+    """>1 discourages repeating tokens, the prompt's included (small models loop without a penalty)."""
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    """>0 discourages repeating the output's own tokens, by how often each already occurs (OpenAI's field)."""
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    """>0 discourages reusing any token already in the output (OpenAI's field)."""
     reserved_output_tokens: Annotated[int, Field(ge=16)] | None = None
     """Tokens kept free for each output (its ``max_tokens``)."""
 

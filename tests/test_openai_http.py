@@ -63,6 +63,18 @@ def test_a_streamed_answer_is_the_answer_the_server_gives_without_streaming() ->
     assert streamed.finish_reason == "length"
 
 
+def test_penalties_are_sent_as_openai_fields_only_when_set() -> None:
+    """frequency_penalty and presence_penalty are standard completion fields; unset (0) they are not sent."""
+    fake = FakeOpenAIServer(tokens=2)
+    penalised = EngineRequest("p", [1, 2, 3, 4], 8, "map", frequency_penalty=0.5, presence_penalty=0.25)
+    asyncio.run(_through_client(fake, _config(), penalised, REQUEST))
+    sent = [body for body in fake.requests if body.get("frequency_penalty") is not None]
+    assert len(fake.requests) == 2 and len(sent) == 1, fake.requests
+    assert sent[0]["frequency_penalty"] == 0.5 and sent[0]["presence_penalty"] == 0.25
+    plain = next(body for body in fake.requests if body is not sent[0])
+    assert "frequency_penalty" not in plain and "presence_penalty" not in plain
+
+
 def test_429_and_503_are_retried_until_the_server_answers() -> None:
     """Two busy answers, then a completion: the client retries with backoff and the request succeeds."""
     fake = FakeOpenAIServer(failures=[429, 503])

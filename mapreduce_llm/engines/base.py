@@ -36,6 +36,8 @@ class EngineRequest:
     temperature: float = 0.0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = 0
     timeout_s: float | None = None
     """Abandon the request when the engine serving it has produced no token for this long (None: the client's

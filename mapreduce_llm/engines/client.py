@@ -163,6 +163,8 @@ class EngineClient:
         temperature: float,
         top_p: float,
         repetition_penalty: float,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
         json_schema: dict[str, Any] | None = None,
         priority: int | None = None,
     ) -> EngineRequest:
@@ -176,6 +178,8 @@ class EngineClient:
             temperature=temperature,
             top_p=top_p,
             repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
             seed=self.config.seed,
             timeout_s=self.config.request_timeout_s,
             json_schema=json_schema,

@@ -153,6 +153,10 @@ class OpenAIEngine:
             body["seed"] = request.seed
         if request.json_schema is not None:
             body["structured_outputs"] = {"json": request.json_schema}  # vLLM's structured outputs extension
+        if request.frequency_penalty:
+            body["frequency_penalty"] = request.frequency_penalty
+        if request.presence_penalty:
+            body["presence_penalty"] = request.presence_penalty
         if request.repetition_penalty != 1.0:
             body["repetition_penalty"] = request.repetition_penalty  # a vLLM extension of the API
         if request.ignore_eos:

@@ -160,8 +160,8 @@ class VLLMEngineActor:
         return self._info
 
     async def _warm_up(self) -> float:
-        """One short request that takes every path a job's requests take — token logprobs, a repetition
-        penalty, a JSON schema — so what vLLM compiles or builds on first use (the sampler with logprobs and
+        """One short request that takes every path a job's requests take — token logprobs, the penalties, a JSON
+        schema — so what vLLM compiles or builds on first use (the sampler with logprobs and
         penalties, the structured-output backend) is done before the job's clock starts. Returns its seconds."""
         started = time.perf_counter()
         schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
@@ -171,6 +171,7 @@ class VLLMEngineActor:
             max_tokens=4,
             stage="map",
             repetition_penalty=1.1,
+            frequency_penalty=0.1,
             json_schema=schema,
         )
         await self.generate(warm)
@@ -243,6 +244,8 @@ class VLLMEngineActor:
             temperature=request.temperature,
             top_p=request.top_p,
             repetition_penalty=request.repetition_penalty,
+            frequency_penalty=request.frequency_penalty,
+            presence_penalty=request.presence_penalty,
             seed=request.seed,
             logprobs=0,  # the chosen token's logprob (vLLM applies a schema's token mask first, then logprobs)
             structured_outputs=structured,

@@ -56,6 +56,8 @@ class Params:
     temperature: float
     top_p: float
     repetition_penalty: float
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     @classmethod
     def of(cls, prompt: PromptRef, override: SamplingConfig) -> Params:
@@ -66,7 +68,22 @@ class Params:
             temperature=pf.sampling.temperature if override.temperature is None else override.temperature,
             top_p=override.top_p or pf.sampling.top_p,
             repetition_penalty=override.repetition_penalty or pf.sampling.repetition_penalty,
+            frequency_penalty=(
+                pf.sampling.frequency_penalty if override.frequency_penalty is None else override.frequency_penalty
+            ),
+            presence_penalty=(
+                pf.sampling.presence_penalty if override.presence_penalty is None else override.presence_penalty
+            ),
         )
+
+    def fingerprinted(self) -> dict[str, float | int]:
+        """The fields for a settings fingerprint: the penalties added later only when set, so that results
+        written before them keep their fingerprints."""
+        fields = asdict(self)
+        for added in ("frequency_penalty", "presence_penalty"):
+            if fields[added] == 0.0:
+                del fields[added]
+        return fields
 
 
 class VersionSettings:
@@ -109,7 +126,7 @@ class VersionSettings:
                 {
                     "prompt": prompt_hash(prompt.file),
                     "calibration": None if calibration is None else calibration.model_dump(mode="json"),
-                    "sampling": asdict(self.params(prompt)),
+                    "sampling": self.params(prompt).fingerprinted(),
                     "seed": spec.engine.seed,
                     "max_model_len": info.max_model_len,
                     "chunking": spec.chunking.model_dump(mode="json"),
@@ -209,6 +226,8 @@ class DocumentRun:
             temperature=params.temperature,
             top_p=params.top_p,
             repetition_penalty=params.repetition_penalty,
+            frequency_penalty=params.frequency_penalty,
+            presence_penalty=params.presence_penalty,
             json_schema=schema,
         )
         try:

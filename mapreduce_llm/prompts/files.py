@@ -54,7 +54,12 @@ class Sampling(StrictModel):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     """Nucleus sampling mass."""
     repetition_penalty: Annotated[float, Field(gt=0)] = 1.0
-    """>1 discourages repeating tokens."""
+    """>1 discourages repeating tokens, those of the prompt included (vLLM applies it to both): a summary that
+    should reuse the document's names and terms is pushed away from them."""
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
+    """>0 lowers a token's chance by this much for each time it is already in the output (not the prompt)."""
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
+    """>0 lowers a token's chance by this much once it is in the output (not the prompt)."""
 
 
 class AnswerFormat(StrictModel):

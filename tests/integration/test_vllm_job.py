@@ -106,3 +106,29 @@ def test_engine_is_warmed_up_before_the_first_job(engine: VLLMRayEngine) -> None
 
     infos = ray.get([actor.start.remote() for actor in engine.actors])
     assert all(info["warm_up_s"] > 0 for info in infos)
+
+
+def test_a_frequency_penalty_reaches_the_model(engine: VLLMRayEngine) -> None:
+    """Greedy decoding of a prompt that invites repetition, with and without frequency_penalty 2.0: the penalised
+    output repeats its most frequent token less (vLLM applies the penalty to the output's own tokens)."""
+    from collections import Counter
+
+    from mapreduce_llm.model_store import ensure_embedded_model
+    from mapreduce_llm.tokenization import HFTokenizer
+
+    tokenizer = HFTokenizer(ensure_embedded_model())
+    messages = [{"role": "user", "content": "Write the word apple twenty times, separated by commas."}]
+    ids = tokenizer.encode_template(tokenizer.render_chat(messages))
+
+    async def both() -> tuple[tuple[str, ...], tuple[str, ...]]:
+        plain, penalised = await asyncio.gather(
+            engine.generate(EngineRequest("plain", ids, 32, "map", timeout_s=300)),
+            engine.generate(EngineRequest("penalised", ids, 32, "map", frequency_penalty=2.0, timeout_s=300)),
+        )
+        assert plain.tokens is not None and penalised.tokens is not None
+        return plain.tokens, penalised.tokens
+
+    plain, penalised = asyncio.run(both())
+    most = Counter(plain).most_common(1)[0][1]
+    assert most >= 5, plain  # the unpenalised model does repeat here
+    assert Counter(penalised).most_common(1)[0][1] < most, (plain, penalised)
