@@ -35,6 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "summarize@1.0.0"
+"""The prompt version every walkthrough job plans with (pinned: the figures in README were measured with it)."""
 DOCS = ROOT / "benchmarks" / "corpus" / "docs"
 LICENSES = Path("/usr/share/common-licenses")
 
@@ -149,7 +151,9 @@ def main() -> None:
     embedder.embed(["warm up"])  # load the model outside the timing
     profiles: dict[str, list[DocumentProfile]] = {}
     for name, folder in folders.items():
-        spec = JobSpec.model_validate({"input": folder, "output": args.out / name, "prompts_dir": ROOT / "prompts"})
+        spec = JobSpec.model_validate(
+            {"input": folder, "output": args.out / name, "prompt": PROMPT, "prompts_dir": ROOT / "prompts"}
+        )
         plans = list(plan_job(spec)[1])  # plan first: only the embedding is timed
         started = time.perf_counter()
         profiles[name] = [profile_document(p, embedder) for p in plans if not isinstance(p, DocumentError)]
@@ -161,7 +165,7 @@ def main() -> None:
             f"({chunks / seconds:5.1f} chunks/s)"
         )
     baseline = build_baseline("python-docs", profiles["baseline"], str(folders["baseline"]))
-    ref = baseline.versions["summarize@1.0.0"]
+    ref = baseline.versions[PROMPT]
     saved = BaselineStore(args.out / "baselines").save(baseline)
     print(f"baseline python-docs: {ref.documents} documents, {ref.chunks} chunks: {saved}")
 
@@ -182,7 +186,7 @@ def main() -> None:
             chunk_counts, withheld = [], 0
             for draw in range(args.draws):
                 sample = random.Random(1000 * size + draw).sample(pool, min(size, len(pool)))
-                judged = job_drift(baseline, sample, everything)["summarize@1.0.0"]
+                judged = job_drift(baseline, sample, everything)[PROMPT]
                 chunk_counts.append(judged.chunks or 0)
                 withheld += guard.shortfall(len(sample), judged.chunks or 0, ref.documents, ref.chunks) is not None
                 for signal in SIGNAL_COLUMNS:

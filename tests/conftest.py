@@ -20,12 +20,15 @@ from mapreduce_llm.config import JobSpec
 from mapreduce_llm.engines.base import Engine
 from mapreduce_llm.job import Job
 from mapreduce_llm.model_store import ensure_embedded_model
-from mapreduce_llm.prompts import PromptRef, PromptSelection
+from mapreduce_llm.prompts import PromptRef, PromptSelection, select_prompts
 from mapreduce_llm.tokenization import HFTokenizer, Tokenizer
 from tests.fake_embeddings import FakeEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = ROOT / "prompts"
+SUMMARIZE = select_prompts("summarize", PROMPTS).base.version
+"""The version `summarize` runs with the shipped prompts (its production label): tests of a job's records and
+metrics read it here instead of naming it."""
 CORPUS = ROOT / "benchmarks" / "corpus" / "docs"
 
 

@@ -18,7 +18,7 @@ from mapreduce_llm.output import BATCH_ERRORS_FILE, BATCH_OUTPUT_FILE, RESULTS_F
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import DocumentResult, JobSummary
 from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, SUMMARIZE
 from tests.fake_embeddings import FakeEmbedder
 from tests.fakes import FakeEngine
 from tests.service_helpers import line, make_service
@@ -27,19 +27,24 @@ from tests.test_cli_jobs import RunJob
 TEXT = "Ray schedules tasks on a cluster. Each task runs in a worker process and returns its result."
 
 
+def _line(custom_id: str, text: str, **body: Any) -> dict[str, Any]:
+    """An input line for what `run` runs by default (summarize's production version)."""
+    return line(custom_id, text, **{"prompt": f"summarize@{SUMMARIZE}", **body})
+
+
 def _batch_lines() -> list[dict[str, Any] | str]:
     """Good lines, then every kind of line `run` rejects on its own, a plain document line and an empty text."""
     return [
-        line("a", TEXT),
-        line("b", TEXT, question="Where do tasks run?", metadata={"field": "x"}),
+        _line("a", TEXT),
+        _line("b", TEXT, question="Where do tasks run?", metadata={"field": "x"}),
         "{not json",
-        {**line("w", TEXT), "url": "/v1/chat/completions"},
-        line("a", "A second line with the custom_id a."),
-        {**line("m", TEXT), "body": {"prompt": "summarize", "text": TEXT, "model": "gpt"}},
-        line("q", TEXT, prompt="qa@2.0.0"),
-        line("t", TEXT, temperature=0.9),
+        {**_line("w", TEXT), "url": "/v1/chat/completions"},
+        _line("a", "A second line with the custom_id a."),
+        {**_line("m", TEXT), "body": {"prompt": "summarize", "text": TEXT, "model": "gpt"}},
+        _line("q", TEXT, prompt="qa@2.0.0"),
+        _line("t", TEXT, temperature=0.9),
         {"id": "p", "text": TEXT},
-        line("e", "   "),
+        _line("e", "   "),
     ]
 
 
@@ -198,10 +203,10 @@ def test_a_line_prompt_runs_when_it_resolves_to_the_jobs_versions() -> None:
     or version, or one that does not resolve, is prompt_mismatch naming both prompts."""
     spec = _spec(prompt="summarize")
     check = JobRequests(spec, select_prompts(spec.prompt, spec.prompts_dir))
-    for same in ("summarize", "summarize@1.0.0", "summarize@production"):
+    for same in ("summarize", f"summarize@{SUMMARIZE}", "summarize@production"):
         assert check(_body(prompt=same)) is None
     code, message = check(_body(prompt="qa")) or ("", "")
-    assert code == "prompt_mismatch" and "'qa' (qa@" in message and "'summarize' (summarize@1.0.0)" in message
+    assert code == "prompt_mismatch" and "'qa' (qa@" in message and f"'summarize' (summarize@{SUMMARIZE})" in message
     code, message = check(_body(prompt="nosuchtask")) or ("", "")
     assert code == "prompt_mismatch" and "cannot be resolved" in message and "nosuchtask" in message
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner, Result
 
 from mapreduce_llm.cli import Library, cli
 from mapreduce_llm.monitoring.profiles import read_profiles
-from tests.conftest import PROMPTS
+from tests.conftest import PROMPTS, SUMMARIZE
 from tests.fake_embeddings import FakeEmbedder
 
 PYTHON = ["python", "function", "class", "module", "list", "dict", "import", "loop", "exception", "variable"]
@@ -49,13 +49,14 @@ def test_profile_then_baseline_then_check(tmp_path: Path) -> None:
 
     made = _drift(tmp_path, "baseline", "--results", str(tmp_path / "week1"), "--name", "v1")
     assert made.exit_code == 0, made.output
-    assert made.output.splitlines()[0].startswith("summarize@1.0.0: 30 documents, 30 chunks, ")
+    assert made.output.splitlines()[0].startswith(f"summarize@{SUMMARIZE}: 30 documents, 30 chunks, ")
     assert (tmp_path / "baselines" / "v1.json").is_file()
 
     lowered = ["--min-documents", "20", "--min-chunks", "20"]  # the default 40 would withhold 30 documents
     same = _drift(tmp_path, "check", "--results", str(tmp_path / "week1"), "--baseline", "v1", *lowered)
     assert same.exit_code == 0 and "alert" not in same.output
-    assert ["drift", "summarize@1.0.0", "embedding_centroid"] in [line.split()[:3] for line in same.output.splitlines()]
+    lines = [line.split()[:3] for line in same.output.splitlines()]
+    assert ["drift", f"summarize@{SUMMARIZE}", "embedding_centroid"] in lines
     other = _drift(tmp_path, "check", "--results", str(tmp_path / "legal"), "--baseline", "v1", *lowered)
     centroid = next(line.split() for line in other.output.splitlines() if "embedding_centroid" in line)
     assert other.exit_code == 2 and centroid[-1] == "alert"
@@ -95,7 +96,7 @@ def test_check_withholds_a_small_sample_unless_the_minimum_is_lowered(tmp_path: 
 
     withheld = _drift(tmp_path, "check", "--results", str(tmp_path / "few"), "--baseline", "v1")
     assert withheld.exit_code == 0, withheld.output
-    assert withheld.output.split()[:3] == ["drift", "summarize@1.0.0", "insufficient:"]
+    assert withheld.output.split()[:3] == ["drift", f"summarize@{SUMMARIZE}", "insufficient:"]
     assert "the job has 3 documents, the job has 3 chunks, the baseline has 30 documents" in withheld.output
     lowered = ["--min-documents", "3", "--min-chunks", "3"]
     scored = _drift(tmp_path, "check", "--results", str(tmp_path / "few"), "--baseline", "v1", *lowered)

@@ -25,7 +25,7 @@ from mapreduce_llm.errors import DocumentError
 from mapreduce_llm.job import Job
 from mapreduce_llm.prompts import Message, ModelCalibration, PromptFile, PromptRef, select_prompts, write_calibration
 from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import PROMPTS, make_job
+from tests.conftest import PROMPTS, SUMMARIZE, make_job
 from tests.fake_embeddings import FakeEmbedder
 from tests.fakes import FakeEngine
 
@@ -65,7 +65,7 @@ def test_bad_documents_become_records_and_the_rest_completes(
     ]
     long = results[0]
     assert long["chunks"] > 5 and long["levels"] >= 2 and long["metadata"] == {"topic": "howto"}
-    assert long["prompt"] == {"name": "summarize", "version": "1.0.0"} and long["model"] == "fake-model"
+    assert long["prompt"] == {"name": "summarize", "version": SUMMARIZE} and long["model"] == "fake-model"
     spans = [(p["start"], p["end"]) for p in long["provenance"]]
     assert spans[0][0] == 0 and spans[-1][1] == 30_000 and len(spans) == long["chunks"]
     assert long["usage"]["requests"]["map"] == long["chunks"] and long["usage"]["requests"]["reduce"] == 1

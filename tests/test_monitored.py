@@ -28,7 +28,7 @@ from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import JobSummary
 from mapreduce_llm.runner import run_job
 from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import PROMPTS, make_job
+from tests.conftest import PROMPTS, SUMMARIZE, make_job
 from tests.fake_embeddings import FakeEmbedder
 from tests.fake_pushgateway import FakePushgateway
 from tests.fakes import FakeEngine
@@ -125,7 +125,7 @@ def test_drift_reaches_the_summary_the_file_and_the_pushgateway(
         spec = _spec(tmp_path, "week2", monitoring, job_id="nightly")
         summary = _run(spec, tokenizer)
     expected = job_drift(BaselineStore(baselines).load("week1"), read_profiles(spec.output), DriftGuard(3, 3))
-    scored = expected["summarize@1.0.0"]
+    scored = expected[f"summarize@{SUMMARIZE}"]
     assert summary.drift == expected and scored.status == "scored"
     assert set(scored.scores) >= {"embedding_centroid", "prompt_class"} and scored.mmd_p_value is not None
     assert json.loads((spec.output / "summary.json").read_text())["drift"] == {
@@ -134,7 +134,7 @@ def test_drift_reaches_the_summary_the_file_and_the_pushgateway(
     (push,) = gateway.pushes
     assert push.method == "PUT" and push.path == "/metrics/job/nightly/task/summarize"
     samples = push.samples()
-    version = {"task": "summarize", "version": "1.0.0"}
+    version = {"task": "summarize", "version": SUMMARIZE}
     drift = frozenset({"signal": "embedding_centroid", **version}.items())
     assert samples[("mapreduce_llm_drift_score", drift)] == scored.scores["embedding_centroid"]
     assert samples[("mapreduce_llm_drift_mmd_p_value", frozenset(version.items()))] == scored.mmd_p_value
@@ -152,14 +152,14 @@ def test_a_job_under_the_drift_minimum_is_flagged_not_scored(
         spec = _spec(tmp_path, "week2", monitoring, job_id="nightly")
         summary = _run(spec, tokenizer)
     assert summary.drift is not None
-    judged = summary.drift["summarize@1.0.0"]
+    judged = summary.drift[f"summarize@{SUMMARIZE}"]
     assert (judged.status, judged.documents, judged.chunks, judged.scores) == ("insufficient", 3, 3, {})
-    on_disk = json.loads((spec.output / "summary.json").read_text())["drift"]["summarize@1.0.0"]
+    on_disk = json.loads((spec.output / "summary.json").read_text())["drift"][f"summarize@{SUMMARIZE}"]
     assert on_disk["status"] == "insufficient" and on_disk["baseline_documents"] == 3
     assert on_disk["note"].startswith("the job has 3 documents")
     (push,) = gateway.pushes
     samples = push.samples()
-    version = frozenset({"task": "summarize", "version": "1.0.0"}.items())
+    version = frozenset({"task": "summarize", "version": SUMMARIZE}.items())
     assert samples[("mapreduce_llm_drift_insufficient", version)] == 1
     assert not {name for name, _ in samples} & {"mapreduce_llm_drift_score", "mapreduce_llm_drift_mmd_p_value"}
 
@@ -174,7 +174,7 @@ def test_metrics_are_served_while_the_job_runs(tmp_path: Path, tokenizer: HFToke
         job = make_job(spec, select_prompts(spec.prompt, PROMPTS), tokenizer, engine, observer=monitoring.observer)
         asyncio.run(job.run())
         body = urllib.request.urlopen(url, timeout=5).read().decode()
-    assert 'mapreduce_llm_documents_total{status="ok",task="summarize",version="1.0.0"} 3.0' in body
+    assert f'mapreduce_llm_documents_total{{status="ok",task="summarize",version="{SUMMARIZE}"}} 3.0' in body
     with pytest.raises(OSError):
         urllib.request.urlopen(url, timeout=2)
 

@@ -18,7 +18,7 @@ from mapreduce_llm.planning import plan_document
 from mapreduce_llm.prompts import select_prompts
 from mapreduce_llm.results import JobSummary, VersionDrift
 from mapreduce_llm.tokenization import HFTokenizer
-from tests.conftest import PROMPTS, make_job
+from tests.conftest import PROMPTS, SUMMARIZE, make_job
 from tests.fake_embeddings import FakeEmbedder
 from tests.fakes import FakeEngine
 from tests.test_monitoring_drift import PYTHON, _profiles
@@ -39,7 +39,7 @@ BOUNDED_LABELS = {
     "mapped",
     "outcome",
 }
-TV = {"task": "summarize", "version": "1.0.0"}
+TV = {"task": "summarize", "version": SUMMARIZE}
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_labels_come_only_from_bounded_sets(observed: tuple[MetricsObserver, Job
 def test_a_profile_gives_length_classes_and_retrieval_similarity(tokenizer: HFTokenizer) -> None:
     """profiled(): the document's length, its map prompts' classes (topic none without a baseline) and its best
     chunk's similarity, by query kind (summaries compare chunks with the task's instruction)."""
-    prompt = select_prompts("summarize@1.0.0", PROMPTS).base
+    prompt = select_prompts(f"summarize@{SUMMARIZE}", PROMPTS).base
     doc = Document(id="d", text="Ray runs Python code on a cluster.", source="d")
     plan = plan_document(doc, prompt, tokenizer, 1024, ChunkingConfig(), 64)
     observer = MetricsObserver(low_similarity=2.0)  # every retrieval is "low"
@@ -135,7 +135,7 @@ def test_prompt_classes_take_their_topic_from_the_baseline(tokenizer: HFTokenize
     """With a baseline, a map prompt's class names the nearest baseline topic (or other), not none."""
     baseline = build_baseline("b", _profiles(PYTHON, 10), "x")
     observer = MetricsObserver(baseline=baseline)
-    prompt = select_prompts("summarize@1.0.0", PROMPTS).base
+    prompt = select_prompts("summarize@1.0.0", PROMPTS).base  # the version of the baseline's profiles
     doc = Document(id="d", text="python function class module import list dict string loop", source="d")
     plan = plan_document(doc, prompt, tokenizer, 1024, ChunkingConfig(), 64)
     observer.profiled(profile_document(plan, FakeEmbedder()), plan)
@@ -205,7 +205,7 @@ def test_not_found_answers_are_counted_per_version() -> None:
     for not_found in (True, False, True):
         observer.document_done(DocumentResult(id="d", status="ok", prompt=qa, not_found=not_found), None)
     observer.document_done(DocumentResult(id="e", status="ok", prompt=PromptInfo(name="qa", version="1.1.0")), None)
-    summarize = DocumentResult(id="s", status="ok", prompt=PromptInfo(name="summarize", version="1.0.0"))
+    summarize = DocumentResult(id="s", status="ok", prompt=PromptInfo(name="summarize", version=SUMMARIZE))
     observer.document_done(summarize, None)
     done = DocumentResult(id="f", status="ok", prompt=PromptInfo(name="qa", version="2.0.0"), not_found=False)
     observer.document_done(done, None)

@@ -244,6 +244,8 @@ def test_a_monitored_job_runs_its_engine_on_the_engine_node(
         assert state == "SUCCEEDED", f"{status}\n{logs[-3000:]}"
         engine_metrics = {view: query(server, f"last_over_time({name}[10m])") for view, name in VLLM_SERIES.items()}
         pushed = _pushed(gateway)
+        scraped = [(r["metric"].get("instance"), r["value"][1]) for r in query(server, "up")]  # for the messages
+        listed = cluster.head.service_discovery_file.read_text() if cluster.head.service_discovery_file.exists() else ""
 
     assert "task: qa" in status and "prompt_versions: 1.0.0" in status
     assert "3 ok, 0 errors of 3 documents" in logs
@@ -275,7 +277,7 @@ def test_a_monitored_job_runs_its_engine_on_the_engine_node(
     requests = [v for (name, _), v in pushed.items() if name == "mapreduce_llm_engine_requests_total"]
     assert sum(requests) == sum(summary["requests"].values())
 
-    assert engine_series, "no ray_vllm_* series in Prometheus while the job ran"
+    assert engine_series, f"no ray_vllm_* series in Prometheus while the job ran; up: {scraped}; listed: {listed}"
     for view, series in engine_metrics.items():
         assert series, f"no {VLLM_SERIES[view]} ({view}) in Prometheus"
         labels = series[0]["metric"]

@@ -17,6 +17,9 @@ from mapreduce_llm.monitoring.verdicts import level, p_value_level
 from mapreduce_llm.runner import plan_job
 from tests.conftest import PROMPTS, benchmark_module
 
+PROMPT = benchmark_module("drift_scenario").PROMPT
+"""The prompt version the scenario is measured with (pinned in benchmarks/drift_scenario.py)."""
+
 
 def _scenario() -> ModuleType:
     return benchmark_module("drift_scenario")
@@ -29,7 +32,9 @@ def profiles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Documen
     embedder = shared_embedder()
     out = {}
     for name, folder in folders.items():
-        spec = JobSpec.model_validate({"input": folder, "output": folder / "out", "prompts_dir": PROMPTS})
+        spec = JobSpec.model_validate(
+            {"input": folder, "output": folder / "out", "prompt": PROMPT, "prompts_dir": PROMPTS}
+        )
         _, plans = plan_job(spec)
         out[name] = [profile_document(p, embedder) for p in plans if not isinstance(p, DocumentError)]
     return out
@@ -47,7 +52,7 @@ def test_held_out_documents_stay_under_every_threshold(profiles: dict[str, list[
     """Documents of the baseline's kind (other Python docs pieces; 40, the default minimum) raise no drift alert
     on any signal, the MMD p-value included."""
     baseline = build_baseline("python-docs", profiles["baseline"], "baseline")
-    judged = job_drift(baseline, profiles["heldout"])["summarize@1.0.0"]
+    judged = job_drift(baseline, profiles["heldout"])[PROMPT]
     scores = judged.scores
     assert judged.status == "scored" and len(scores) == 4
     assert all(level(signal, score) != "alert" for signal, score in scores.items()), scores
@@ -58,7 +63,7 @@ def test_a_different_kind_of_corpus_goes_over_the_thresholds(profiles: dict[str,
     """License texts scored against a Python-docs baseline: embedding and class signals alert, and the MMD
     p-value is under 0.01."""
     baseline = build_baseline("python-docs", profiles["baseline"], "baseline")
-    judged = job_drift(baseline, profiles["different"])["summarize@1.0.0"]
+    judged = job_drift(baseline, profiles["different"])[PROMPT]
     scores = judged.scores
     assert level("embedding_centroid", scores["embedding_centroid"]) == "alert", scores
     assert level("prompt_class", scores["prompt_class"]) == "alert", scores

@@ -35,7 +35,7 @@ from mapreduce_llm.results import VersionDrift
 from mapreduce_llm.runner import run_job
 from mapreduce_llm.service.app import create_app
 from mapreduce_llm.service.metrics import ServiceMetrics
-from tests.conftest import CORPUS, PROMPTS
+from tests.conftest import CORPUS, PROMPTS, SUMMARIZE
 from tests.integration.conftest import TEST_ENGINE
 from tests.integration.test_drift_scenario import _scenario
 from tests.prometheus_servers import free_port, prometheus, pushgateway, query, static
@@ -216,9 +216,9 @@ def answer_job(stack: Stack, engine: VLLMRayEngine, tmp_path_factory: pytest.Tem
 
 def test_baseline_is_built_from_the_first_job(two_jobs: dict[str, Any]) -> None:
     """`drift baseline` stores a reference for summarize@1.0.0 from job A's profile.jsonl."""
-    assert "summarize@1.0.0: 4 documents" in two_jobs["baseline_output"]
+    assert f"summarize@{SUMMARIZE}: 4 documents" in two_jobs["baseline_output"]
     stored = json.loads((two_jobs["root"] / "baselines" / "python-docs.json").read_text())
-    assert stored["versions"]["summarize@1.0.0"]["centroid"]
+    assert stored["versions"][f"summarize@{SUMMARIZE}"]["centroid"]
 
 
 def test_pushed_figures_are_grouped_by_job_and_task(stack: Stack, two_jobs: dict[str, Any]) -> None:
@@ -233,11 +233,11 @@ def test_pushed_figures_are_grouped_by_job_and_task(stack: Stack, two_jobs: dict
 
 def test_drift_alert_fires_for_the_different_corpus(stack: Stack, two_jobs: dict[str, Any]) -> None:
     """Job B's drift gauges are over the thresholds and MapReduceLLMDrift fires in Prometheus."""
-    judged = two_jobs["drift"]["summarize@1.0.0"]  # from the summary: the job's run_job returned it
+    judged = two_jobs["drift"][f"summarize@{SUMMARIZE}"]  # from the summary: the job's run_job returned it
     assert judged.status == "scored" and judged.scores["embedding_centroid"] > 0.2
     assert judged.mmd_p_value is not None  # the dashboard's p-value panel reads it
     firing = _wait_for(
-        stack, 'ALERTS{alertname="MapReduceLLMDrift", alertstate="firing", task="summarize", version="1.0.0"}'
+        stack, f'ALERTS{{alertname="MapReduceLLMDrift", alertstate="firing", task="summarize", version="{SUMMARIZE}"}}'
     )
     assert "embedding_centroid" in {r["metric"]["signal"] for r in firing}
 
