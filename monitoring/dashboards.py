@@ -492,7 +492,10 @@ def service_row() -> Section:
 
 
 def _per_replica_quantile(histogram: str, q: float) -> str:
-    return f"histogram_quantile({q}, sum by (ReplicaId, le) (rate({histogram}_bucket[5m])))"
+    """A quantile of ``histogram`` over each replica's life so far (a replica lives for one job). Not over a
+    rate: the replica's metrics reach Prometheus every few seconds, and a short job's requests may all fall
+    between two of them, which leaves a rate empty."""
+    return f"histogram_quantile({q}, sum by (ReplicaId, le) ({histogram}_bucket))"
 
 
 def engines_row() -> Section:
@@ -503,15 +506,17 @@ def engines_row() -> Section:
         [
             graph(
                 "Engines: time to first token per replica",
-                "Median and 95th percentile time from a request's arrival in the engine to its first token: queueing "
-                "plus prefill. Rising with a steady load means the replica is saturated.",
+                "Median and 95th percentile time from a request's arrival in the engine to its first token (queueing "
+                "plus prefill), over the replica's requests so far. Rising with a steady load means the replica is "
+                "saturated.",
                 "s",
                 query(_per_replica_quantile("ray_vllm_time_to_first_token_seconds", 0.5), "{{ReplicaId}} p50"),
                 query(_per_replica_quantile("ray_vllm_time_to_first_token_seconds", 0.95), "{{ReplicaId}} p95"),
             ),
             graph(
                 "Engines: time per output token per replica",
-                "Median and 95th percentile decode time per generated token, per request.",
+                "Median and 95th percentile decode time per generated token, per request, over the replica's requests "
+                "so far.",
                 "s",
                 query(
                     _per_replica_quantile("ray_vllm_request_time_per_output_token_seconds", 0.5), "{{ReplicaId}} p50"
@@ -539,12 +544,12 @@ def engines_row() -> Section:
             ),
             graph(
                 "Engines: prefix-cache hit rate per replica",
-                "Prompt tokens found in the prefix cache over prompt tokens looked up, over 5 minutes: the shared "
-                "instructions at the start of every prompt should hit.",
+                "Prompt tokens found in the prefix cache over prompt tokens looked up, since the replica started: the "
+                "shared instructions at the start of every prompt should hit.",
                 "percentunit",
                 query(
-                    "sum by (ReplicaId) (rate(ray_vllm_prefix_cache_hits_total[5m])) / "
-                    "sum by (ReplicaId) (rate(ray_vllm_prefix_cache_queries_total[5m]))",
+                    "sum by (ReplicaId) (ray_vllm_prefix_cache_hits_total) / "
+                    "sum by (ReplicaId) (ray_vllm_prefix_cache_queries_total)",
                     "{{ReplicaId}}",
                 ),
             ),
