@@ -20,7 +20,7 @@ ten highest tf-idf words among the input's documents) found in its final summary
 of the final summaries (share of word 4-grams that occur earlier in the same summary: looping text). Then each
 version's ratios against the baseline, measured in the same run.
 
-    python benchmarks/summarize_versions.py [1.0.0 1.2.0] [--rounds 2]   # about 6 minutes on 2 CPU cores
+    python benchmarks/summarize_versions.py [1.0.0 1.2.0] [--rounds 2]   # about 4 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
